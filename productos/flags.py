@@ -1,0 +1,1 @@
+"""Local feature-flag evaluation (filled in by the flags issue)."""
