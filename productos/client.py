@@ -1,0 +1,407 @@
+"""The public Client: captures events and hands them to the consumer.
+
+This module wires the parts together. It holds no HTTP, hashing or thread loops: those
+live in transport.py, flags.py and consumer.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from productos import _lifecycle, errors
+from productos.consumer import Consumer, Sender
+from productos.context import current_scope
+from productos.events import MAX_EVENT_BYTES, EventBuilder, dumps
+from productos.options import Options, resolve_api_key, resolve_host
+from productos.stats import DropLog, Stats
+from productos.transport import BatchOutcome, BatchSender, RetryPolicy, Transport, redact
+
+log = logging.getLogger("productos")
+
+_UNSET: Any = object()
+
+
+class Client:
+    """Captures product events and ships them in the background.
+
+    Public calls never raise into the application for bad data or network trouble: they
+    log, count the drop, call ``on_error`` and return None. With ``debug=True`` they raise,
+    so mistakes show up in development. Invalid configuration raises ``ValueError`` at once.
+    """
+
+    def __init__(self, project_api_key: Optional[str] = None, *, api_key: Optional[str] = None,
+                 host: Optional[str] = None, personal_api_key: Optional[str] = None,
+                 secret_key: Optional[str] = None,
+                 flush_at: int = 100, flush_interval: float = 0.5,
+                 max_queue_size: int = 10_000, max_batch_size: int = 1_000,
+                 gzip: bool = True, max_retries: int = 5, timeout: float = 15.0,
+                 shutdown_timeout: float = 5.0,
+                 on_error: Optional[Callable[..., Any]] = None,
+                 before_send: Optional[Callable[[dict], Optional[dict]]] = None,
+                 super_properties: Optional[Mapping[str, Any]] = None,
+                 disabled: bool = False, send: bool = True, sync_mode: bool = False,
+                 debug: bool = False, disable_geoip: bool = True,
+                 historical_migration: bool = False, poll_interval: float = 30.0,
+                 feature_flags_request_timeout_seconds: float = 3.0,
+                 sender: Optional[Sender] = None) -> None:
+        key = resolve_api_key(project_api_key, api_key)
+        self.options = Options(
+            project_api_key=key, host=resolve_host(host),
+            personal_api_key=personal_api_key or secret_key,
+            flush_at=flush_at, flush_interval=flush_interval, max_queue_size=max_queue_size,
+            max_batch_size=max_batch_size, gzip=gzip, max_retries=max_retries, timeout=timeout,
+            shutdown_timeout=shutdown_timeout, on_error=on_error, before_send=before_send,
+            super_properties=super_properties, disabled=disabled, send=send,
+            sync_mode=sync_mode, debug=debug, disable_geoip=disable_geoip,
+            historical_migration=historical_migration, poll_interval=poll_interval,
+            feature_flags_request_timeout_seconds=feature_flags_request_timeout_seconds,
+        ).validate()
+        opts = self.options
+        if debug:
+            log.setLevel(logging.DEBUG)
+        self.disabled = bool(disabled)
+        if not key and not disabled:
+            log.warning("productos: no project API key given (argument or PRODUCTOS_API_KEY); "
+                        "the client is disabled and will send nothing")
+            self.disabled = True
+        self.stats_counters = Stats()
+        self._drops = DropLog()
+        self._builder = EventBuilder(opts.disable_geoip, opts.super_properties)
+        self._shutdown_lock = threading.Lock()
+        self._is_shut_down = False
+        self.transport = Transport(opts.host, timeout=opts.timeout)
+        self._sender: Sender = sender or BatchSender(
+            self.transport, key, gzip=opts.gzip,
+            historical_migration=opts.historical_migration,
+            retry=RetryPolicy(max_retries=opts.max_retries))
+        self._consumer = Consumer(
+            self._sender, on_outcome=self._account, on_reject=self._reject_queued,
+            flush_at=opts.flush_at, flush_interval=opts.flush_interval,
+            max_queue_size=opts.max_queue_size, max_batch_size=opts.max_batch_size)
+        self._sync_lock = threading.Lock()
+        _lifecycle.track(self)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def capture(self, event: str, *, distinct_id: Any = None,
+                properties: Optional[Mapping[str, Any]] = None, timestamp: Any = None,
+                uuid: Any = None, groups: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+        """Queue an event; return its uuid, or None when it was not admitted."""
+        if self.disabled:
+            return None
+        try:
+            if not isinstance(event, str) or not event:
+                raise errors.EventError(f"event name must be a non-empty string, "
+                                        f"not {_describe(event)}")
+            props = _check_mapping("properties", properties)
+            group_map = _check_groups(groups)
+            scope = current_scope()
+            message = self._builder.build(
+                event, _resolve_distinct_id(distinct_id, scope.distinct_id), props,
+                timestamp=timestamp, uuid=uuid, groups=group_map,
+                session_id=scope.session_id, tags=scope.tags)
+        except Exception as exc:
+            return self._reject_invalid(exc, event)
+        return self._enqueue(message)
+
+    def set(self, *, distinct_id: Any = None, properties: Optional[Mapping[str, Any]] = None,
+            timestamp: Any = None, uuid: Any = None) -> Optional[str]:
+        """Set person properties (``$set``); return the event uuid or None."""
+        return self._person_update("$set", distinct_id, properties, timestamp, uuid)
+
+    def set_once(self, *, distinct_id: Any = None,
+                 properties: Optional[Mapping[str, Any]] = None,
+                 timestamp: Any = None, uuid: Any = None) -> Optional[str]:
+        """Set person properties only where not yet set (``$set_once``); return the uuid or None."""
+        return self._person_update("$set_once", distinct_id, properties, timestamp, uuid)
+
+    def alias(self, previous_id: Any, distinct_id: Any, *, timestamp: Any = None,
+              uuid: Any = None) -> Optional[str]:
+        """Link ``distinct_id`` (new) to ``previous_id`` (existing); return the uuid or None."""
+        if self.disabled:
+            return None
+        try:
+            previous = _required_id("previous_id", previous_id)
+            new = _required_id("distinct_id", distinct_id)
+            message = self._builder.build(
+                "$create_alias", previous, {"distinct_id": previous, "alias": new},
+                timestamp=timestamp, uuid=uuid, system=False)
+        except Exception as exc:
+            return self._reject_invalid(exc, "$create_alias")
+        return self._enqueue(message)
+
+    def group_identify(self, group_type: Any, group_key: Any,
+                       properties: Optional[Mapping[str, Any]] = None, *,
+                       timestamp: Any = None, uuid: Any = None,
+                       distinct_id: Any = None) -> Optional[str]:
+        """Set properties on a group (``$groupidentify``); return the uuid or None."""
+        if self.disabled:
+            return None
+        try:
+            gtype = _required_id("group_type", group_type)
+            gkey = _required_id("group_key", group_key)
+            props = _check_mapping("properties", properties)
+            owner = _resolve_distinct_id(distinct_id, current_scope().distinct_id)
+            message = self._builder.build(
+                "$groupidentify", owner or f"${gtype}_{gkey}",
+                {"$group_type": gtype, "$group_key": gkey, "$group_set": dict(props or {})},
+                timestamp=timestamp, uuid=uuid, system=False)
+        except Exception as exc:
+            return self._reject_invalid(exc, "$groupidentify")
+        return self._enqueue(message)
+
+    def _person_update(self, kind: str, distinct_id: Any, properties: Any, timestamp: Any,
+                       uuid: Any) -> Optional[str]:
+        if self.disabled:
+            return None
+        try:
+            props = _check_mapping("properties", properties)
+            owner = _resolve_distinct_id(distinct_id, current_scope().distinct_id)
+            if owner is None:
+                raise errors.EventError(f"{kind} needs a distinct_id (argument or context)")
+            message = self._builder.build(kind, owner, None, timestamp=timestamp, uuid=uuid,
+                                          system=False, top_level={kind: dict(props or {})})
+        except Exception as exc:
+            return self._reject_invalid(exc, kind)
+        return self._enqueue(message)
+
+    def _enqueue(self, message: Dict[str, Any]) -> Optional[str]:
+        """Run before_send, serialise, size-check and queue (or send, in sync mode)."""
+        hook = self.options.before_send
+        if hook is not None:
+            try:
+                changed = hook(message)
+            except Exception as exc:
+                log.warning("productos: before_send raised %r; the event is kept unchanged", exc)
+                self._call_on_error(exc, [message])
+            else:
+                if changed is None:
+                    self.stats_counters.add_filtered()
+                    return None
+                if isinstance(changed, Mapping):
+                    message = dict(changed)
+                else:
+                    log.warning("productos: before_send returned %s instead of a dict or None; "
+                                "the event is kept unchanged", type(changed).__name__)
+        try:
+            item, problems = dumps(message)
+        except Exception as exc:
+            self._drop_one("unserializable", exc, message)
+            return None
+        if problems:
+            detail = "; ".join(problems[:5])
+            if self.options.debug:
+                raise errors.UnserializableEventError(f"event {message.get('event')!r}: {detail}")
+            log.warning("productos: event %r: left out what is not JSON-safe: %s",
+                        message.get("event"), detail)
+        if len(item) > MAX_EVENT_BYTES:
+            exc = errors.EventTooLargeError(
+                f"event {message.get('event')!r} is {len(item)} bytes; the limit is "
+                f"{MAX_EVENT_BYTES}")
+            self._drop_one("too_large", exc, message)
+            return None
+        uuid = str(message.get("uuid"))
+        if not self.options.send:
+            self.stats_counters.add_dropped("send_disabled", 1, before_queue=True)
+            return uuid
+        if self.options.sync_mode:
+            return uuid if self._send_now(item) else None
+        return uuid if self._consumer.put(item) else None
+
+    def _send_now(self, item: bytes) -> bool:
+        if self._is_shut_down:
+            self._reject_queued("after_shutdown", item)
+            return False
+        deadline = time.monotonic() + self.options.timeout * 2
+        with self._sync_lock:
+            outcome = self._sender.send([item], deadline)
+        self._account(outcome)
+        return outcome.delivered == 1
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def flush(self, timeout: Optional[float] = 10.0) -> bool:
+        """Send everything queued so far; return True if it all settled within timeout."""
+        if self.disabled:
+            return True
+        try:
+            return self._consumer.flush(timeout)
+        except Exception as exc:  # never raise into the app
+            log.exception("productos: flush failed")
+            self._call_on_error(exc, [])
+            return False
+
+    def shutdown(self, timeout: Optional[float] = 10.0) -> bool:
+        """Flush within timeout and stop the background thread; later events are refused."""
+        with self._shutdown_lock:
+            if self._is_shut_down:
+                return self._consumer.queued == 0
+            self._is_shut_down = True
+        _lifecycle.untrack(self)
+        try:
+            done = self._consumer.shutdown(timeout)
+        except Exception as exc:
+            log.exception("productos: shutdown failed")
+            self._call_on_error(exc, [])
+            done = False
+        self._drops.flush()
+        if not done:
+            left = self._consumer.queued + self._consumer.in_flight
+            if left:
+                log.warning("productos: shutdown timed out with %d event(s) not yet sent", left)
+        self.transport.close()
+        return done
+
+    close = shutdown
+
+    def join(self) -> None:
+        """Wait for queued events to be sent (PostHog-compatible name for flush)."""
+        self.flush(None)
+
+    def _shutdown_at_exit(self) -> None:
+        if not self._is_shut_down and self._consumer.queued:
+            self.shutdown(self.options.shutdown_timeout)
+
+    def _reset_after_fork(self) -> None:
+        self._consumer.reinit_after_fork()
+        self._sync_lock = threading.Lock()
+        self._shutdown_lock = threading.Lock()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+
+    def stats(self) -> Dict[str, Any]:
+        """Return counters: captured, queued, in flight, sent, retried, filtered, dropped by reason."""
+        c = self.stats_counters
+        consumer = self._consumer
+        queued = consumer.queued
+        in_flight = consumer.in_flight
+        dropped = dict(c.dropped)
+        captured = consumer.taken + queued + c.rejected_before_queue + c.filtered
+        return {
+            "captured": captured,
+            "queued": queued,
+            "in_flight": in_flight,
+            "sent": c.sent,
+            "retried": c.retried,
+            "filtered": c.filtered,
+            "dropped": dropped,
+            "dropped_total": sum(dropped.values()),
+        }
+
+    # --- accounting ---------------------------------------------------------------------
+
+    def _account(self, outcome: BatchOutcome) -> None:
+        """Fold one batch's outcome into the counters, the log and on_error."""
+        if outcome.delivered or outcome.retries:
+            self.stats_counters.add_sent(outcome.delivered, outcome.retries)
+        for reason, count in outcome.dropped.items():
+            self.stats_counters.add_dropped(reason, count)
+        for reason, error, items in outcome.failures:
+            self._drops.record(reason, len(items), redact(str(error)))
+            self._call_on_error(error, items)
+
+    def _reject_queued(self, reason: str, item: bytes) -> None:
+        """Account for a serialised event the consumer refused."""
+        self.stats_counters.add_dropped(reason, 1, before_queue=True)
+        exc: errors.ProductosError = (errors.QueueFullError("the event buffer is full")
+                                      if reason == "queue_full"
+                                      else errors.ClientShutdownError("the client is shut down"))
+        self._drops.record(reason, 1, str(exc))
+        self._call_on_error(exc, [item])
+
+    def _reject_invalid(self, exc: BaseException, event: Any) -> None:
+        """Account for a call whose arguments could not make an event."""
+        if self.options.debug:
+            raise exc
+        self._drop_one("invalid", exc, None, f"{_describe(event)}: {exc}")
+        return None
+
+    def _drop_one(self, reason: str, exc: BaseException, message: Optional[dict],
+                  detail: Optional[str] = None) -> None:
+        if self.options.debug and not isinstance(exc, errors.EventTooLargeError):
+            raise exc
+        self.stats_counters.add_dropped(reason, 1, before_queue=True)
+        self._drops.record(reason, 1, redact(detail or str(exc)))
+        self._call_on_error(exc, [message] if message is not None else [])
+
+    def _call_on_error(self, exc: BaseException, batch: Sequence[Any]) -> None:
+        callback = self.options.on_error
+        if callback is None:
+            return
+        try:
+            callback(exc, [_as_message(item) for item in batch])
+        except Exception:
+            log.exception("productos: on_error callback raised")
+
+    def _capture_scope_exception(self, exc: BaseException) -> None:
+        """Report an exception leaving a new_context() scope (exception capture comes later)."""
+        capture = getattr(self, "capture_exception", None)
+        if capture is not None:
+            capture(exc)
+
+
+# --- argument checks (pure helpers) ---------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} with a broken repr>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _to_id(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        raise errors.EventError(f"an id must be a string or number, not {_describe(value)}")
+    text = str(value)
+    if not isinstance(text, str):
+        raise errors.EventError("an id's str() did not return a string")
+    return text
+
+
+def _resolve_distinct_id(value: Any, from_context: Optional[str]) -> Optional[str]:
+    if value is None or value == "":
+        return from_context
+    return _to_id(value)
+
+
+def _required_id(name: str, value: Any) -> str:
+    if value is None or value == "":
+        raise errors.EventError(f"{name} is required")
+    return _to_id(value)
+
+
+def _check_mapping(name: str, value: Any) -> Optional[Mapping[str, Any]]:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise errors.EventError(f"{name} must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _check_groups(value: Any) -> Optional[Dict[str, str]]:
+    groups = _check_mapping("groups", value)
+    if not groups:
+        return None
+    return {_to_id(k): _to_id(v) for k, v in groups.items()}
+
+
+def _as_message(item: Any) -> Any:
+    if isinstance(item, (bytes, bytearray)):
+        try:
+            return json.loads(item)
+        except ValueError:
+            return item
+    return item

@@ -1,0 +1,131 @@
+"""Request-scoped context: the distinct id, session id and tags that events pick up.
+
+Scopes live in a ``contextvars.ContextVar`` so they follow threads and asyncio tasks
+correctly. A scope is immutable; changing it swaps in a changed copy, so a scope that
+another task inherited is never altered behind its back.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType, TracebackType
+from typing import Any, Callable, Mapping, Optional, Type, TypeVar, cast
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the current context knows about who is acting and what to tag events with."""
+
+    distinct_id: Optional[str] = None
+    session_id: Optional[str] = None
+    tags: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    capture_exceptions: bool = True
+
+
+_ROOT = Scope()
+_current: contextvars.ContextVar[Scope] = contextvars.ContextVar("productos_scope", default=_ROOT)
+
+
+def current_scope() -> Scope:
+    """Return the scope in force for the running thread or task."""
+    return _current.get()
+
+
+class new_context:  # noqa: N801 - reads like a function at call sites, as intended
+    """Open a scope for the duration of a ``with`` block or a decorated function.
+
+    A nested scope starts from its parent's values unless ``fresh=True``. When
+    ``capture_exceptions`` is true and a client with exception capture is bound, an
+    exception leaving the scope is reported before it propagates.
+    """
+
+    def __init__(self, fresh: bool = False, capture_exceptions: bool = True,
+                 client: Any = None) -> None:
+        self._fresh = fresh
+        self._capture_exceptions = capture_exceptions
+        self._client = client
+        self._tokens: list = []
+
+    def __enter__(self) -> "new_context":
+        parent = _ROOT if self._fresh else _current.get()
+        scope = replace(parent, capture_exceptions=self._capture_exceptions)
+        self._tokens.append(_current.set(scope))
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        try:
+            if exc is not None and self._capture_exceptions and isinstance(exc, Exception):
+                _report_exception(self._client, exc)
+        finally:
+            _current.reset(self._tokens.pop())
+
+    def __call__(self, func: F) -> F:
+        """Run ``func`` (sync or async) inside a fresh copy of this scope on every call."""
+        settings = (self._fresh, self._capture_exceptions, self._client)
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                with new_context(*settings):
+                    return await func(*args, **kwargs)
+            return cast(F, run_async)
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with new_context(*settings):
+                return func(*args, **kwargs)
+        return cast(F, run)
+
+
+def _report_exception(client: Any, exc: BaseException) -> None:
+    """Hand an exception that left a scope to the client's exception capture, if any."""
+    target = client
+    if target is None:
+        from productos import _default_client_if_any  # late: avoids an import cycle
+
+        target = _default_client_if_any()
+    capture = getattr(target, "_capture_scope_exception", None)
+    if capture is not None:
+        capture(exc)
+
+
+def identify_context(distinct_id: Any) -> None:
+    """Make events in the current scope belong to ``distinct_id``."""
+    _current.set(replace(_current.get(), distinct_id=None if distinct_id is None
+                         else str(distinct_id)))
+
+
+def set_context_session(session_id: Any) -> None:
+    """Attach ``$session_id`` to events in the current scope."""
+    _current.set(replace(_current.get(), session_id=None if session_id is None
+                         else str(session_id)))
+
+
+def tag(key: str, value: Any) -> None:
+    """Add one property to every event captured in the current scope."""
+    scope = _current.get()
+    tags = dict(scope.tags)
+    tags[str(key)] = value
+    _current.set(replace(scope, tags=MappingProxyType(tags)))
+
+
+def get_context_distinct_id() -> Optional[str]:
+    """Return the distinct id set on the current scope, if any."""
+    return _current.get().distinct_id
+
+
+def get_context_session_id() -> Optional[str]:
+    """Return the session id set on the current scope, if any."""
+    return _current.get().session_id
+
+
+def get_tags() -> Mapping[str, Any]:
+    """Return the tags of the current scope (read-only)."""
+    return _current.get().tags

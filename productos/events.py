@@ -1,0 +1,294 @@
+"""Building event messages: ids, timestamps, property merging and JSON-safe serialisation.
+
+Everything here is pure and runs on the caller's thread, so the common path is one
+``json.dumps`` call in C; the slow sanitiser only runs when that call refuses the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import json
+import math
+import os
+import platform
+import sys
+import time
+import uuid as _uuid
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any, Dict, List, Optional, Tuple
+
+from productos.version import VERSION
+
+LIB_NAME = "productos-python"
+MAX_EVENT_BYTES = 900 * 1024
+MAX_BATCH_BYTES = 5 * 1024 * 1024
+# Deeper nesting than this is almost always a bug (or a cycle) and would blow the C stack
+# of json.dumps, so values below it are dropped by the sanitiser.
+MAX_DEPTH = 64
+
+_UTC = _dt.timezone.utc
+
+
+def _system_properties() -> Dict[str, Any]:
+    """Return the properties that describe this runtime, computed once at import."""
+    os_name = {"darwin": "Mac OS X", "win32": "Windows"}.get(sys.platform)
+    if os_name is None:
+        os_name = "Linux" if sys.platform.startswith("linux") else sys.platform
+    return {
+        "$os": os_name,
+        "$os_version": platform.release(),
+        "$python_runtime": platform.python_implementation(),
+        "$python_version": "%d.%d.%d" % sys.version_info[:3],
+    }
+
+
+SYSTEM_PROPERTIES: Mapping[str, Any] = _system_properties()
+
+
+# --- identifiers and time -------------------------------------------------------------
+
+def uuid7() -> str:
+    """Return a new time-ordered UUID (version 7) as a string."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 random bits; 74 are used
+    value = (ms & 0xFFFFFFFFFFFF) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # RFC 4122 variant
+    value |= rand & 0x3FFFFFFFFFFFFFFF  # rand_b, 62 bits
+    h = "%032x" % value
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def normalize_uuid(value: Any) -> Optional[str]:
+    """Return the canonical form of a caller's uuid, or None when it is not a valid UUID."""
+    if isinstance(value, _uuid.UUID):
+        return str(value)
+    if isinstance(value, str) and 32 <= len(value) <= 45:
+        try:
+            return str(_uuid.UUID(value))
+        except ValueError:
+            return None
+    return None
+
+
+def format_timestamp(value: Optional[Any] = None) -> str:
+    """Return an ISO-8601 UTC timestamp; naive datetimes are taken as UTC."""
+    if value is None:
+        return _dt.datetime.now(_UTC).isoformat()
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=_UTC).isoformat()
+        return value.astimezone(_UTC).isoformat()
+    if isinstance(value, _dt.date):
+        return _dt.datetime(value.year, value.month, value.day, tzinfo=_UTC).isoformat()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return _dt.datetime.fromtimestamp(value, _UTC).isoformat()
+    if isinstance(value, str):
+        from dateutil.parser import isoparse  # imported late: most callers never pass strings
+
+        return format_timestamp(isoparse(value))
+    raise TypeError("timestamp must be a datetime, date, epoch seconds or ISO string")
+
+
+# --- JSON safety ----------------------------------------------------------------------
+
+
+class _Unconvertible(Exception):
+    """Raised inside the fast path when a value needs the sanitiser."""
+
+
+def _convert_scalar(value: Any) -> Any:
+    """Return a JSON-friendly stand-in for one non-JSON value, or raise _Unconvertible."""
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)  # pydantic v2
+    if callable(dump):
+        return dump()
+    dump = getattr(value, "dict", None)  # pydantic v1
+    if callable(dump) and hasattr(value, "__fields__"):
+        return dump()
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise _Unconvertible(type(value).__name__)
+
+
+def _fast_default(value: Any) -> Any:
+    try:
+        return _convert_scalar(value)
+    except _Unconvertible:
+        raise
+    except Exception as exc:  # a user object whose conversion hook itself blew up
+        raise _Unconvertible(type(value).__name__) from exc
+
+
+def sanitize(value: Any, problems: List[str], path: str = "", depth: int = 0,
+             seen: Optional[set] = None) -> Tuple[bool, Any]:
+    """Return ``(keep, json_safe_value)``; unconvertible parts are left out and noted in problems."""
+    if value is None or value is True or value is False:
+        return True, value
+    if isinstance(value, str):
+        return True, str(value)
+    if isinstance(value, int) and not isinstance(value, enum.Enum):
+        return True, int(value)
+    if isinstance(value, float) and not isinstance(value, enum.Enum):
+        return True, float(value) if math.isfinite(value) else None
+    if depth >= MAX_DEPTH:
+        problems.append(f"{path or '<root>'}: nested deeper than {MAX_DEPTH} levels")
+        return False, None
+    if seen is None:
+        seen = set()
+    marker = id(value)
+    if isinstance(value, (dict, list)) and marker in seen:
+        problems.append(f"{path or '<root>'}: circular reference")
+        return False, None
+    if isinstance(value, dict):
+        seen.add(marker)
+        out: Dict[str, Any] = {}
+        for key, item in list(value.items()):
+            name = _key_to_str(key)
+            if name is None:
+                problems.append(f"{path}.{type(key).__name__}: key is not a string")
+                continue
+            keep, safe = sanitize(item, problems, f"{path}.{name}" if path else name,
+                                  depth + 1, seen)
+            if keep:
+                out[name] = safe
+        seen.discard(marker)
+        return True, out
+    if isinstance(value, list):
+        seen.add(marker)
+        items = []
+        for index, item in enumerate(list(value)):
+            keep, safe = sanitize(item, problems, f"{path}[{index}]", depth + 1, seen)
+            if keep:
+                items.append(safe)
+        seen.discard(marker)
+        return True, items
+    try:
+        converted = _convert_scalar(value)
+    except Exception:
+        problems.append(f"{path or '<root>'}: {_type_name(value)} is not JSON-serialisable")
+        return False, None
+    return sanitize(converted, problems, path, depth + 1, seen)
+
+
+def _type_name(value: Any) -> str:
+    try:
+        return type(value).__name__
+    except Exception:  # pragma: no cover - a hostile metaclass
+        return "object"
+
+
+def _key_to_str(key: Any) -> Optional[str]:
+    if isinstance(key, str):
+        return str(key)
+    if isinstance(key, bool) or key is None:
+        return json.dumps(key)
+    if isinstance(key, (int, float)):
+        return str(key)
+    try:
+        converted = _convert_scalar(key)
+    except Exception:
+        return None
+    return converted if isinstance(converted, str) else None
+
+
+_encode_fast = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_fast_default
+).encode
+
+
+def dumps(message: Mapping[str, Any]) -> Tuple[bytes, List[str]]:
+    """Serialise one message to compact UTF-8 JSON; return the bytes and any problems found.
+
+    The fast path is a single C-accelerated encode; only data that it refuses (NaN,
+    cycles, odd keys, unknown objects) goes through the slower sanitiser.
+    """
+    try:
+        return _encode_fast(message).encode("utf-8", "surrogatepass"), []
+    except (ValueError, TypeError, RecursionError, _Unconvertible):
+        pass
+    problems: List[str] = []
+    _, safe = sanitize(message, problems)
+    text = json.dumps(safe, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode("utf-8", "replace"), problems
+
+
+# --- messages -------------------------------------------------------------------------
+
+
+def base_properties(disable_geoip: bool) -> Dict[str, Any]:
+    """Return the properties productos adds to every event."""
+    props: Dict[str, Any] = {"$lib": LIB_NAME, "$lib_version": VERSION}
+    if disable_geoip:
+        props["$geoip_disable"] = True
+    return props
+
+
+def personless_id() -> Tuple[str, bool]:
+    """Return a fresh distinct id for an event without a person, and the personless flag."""
+    return str(_uuid.uuid4()), True
+
+
+class EventBuilder:
+    """Builds event messages for one client; the merged base properties are made once."""
+
+    def __init__(self, disable_geoip: bool = True,
+                 super_properties: Optional[Mapping[str, Any]] = None) -> None:
+        self._plain = base_properties(disable_geoip)
+        self._with_system = {**SYSTEM_PROPERTIES, **self._plain}
+        self._lib = {"$lib": LIB_NAME, "$lib_version": VERSION}
+        self._super: Dict[str, Any] = dict(super_properties or {})
+
+    def build(self, event: str, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]],
+              *, timestamp: Any = None, uuid: Any = None,
+              groups: Optional[Mapping[str, Any]] = None, session_id: Optional[str] = None,
+              tags: Optional[Mapping[str, Any]] = None, system: bool = True,
+              top_level: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """Return one event message; the precedence is tags < caller < super < $lib."""
+        props = (self._with_system if system else self._plain).copy()
+        if tags:
+            props.update(tags)
+        if session_id is not None:
+            props["$session_id"] = session_id
+        if properties:
+            props.update(properties)
+        if self._super:
+            props.update(self._super)
+        props.update(self._lib)
+        if groups:
+            props["$groups"] = dict(groups)
+        if distinct_id is None:
+            distinct_id, _ = personless_id()
+            props["$process_person_profile"] = False
+        message: Dict[str, Any] = {
+            "event": event,
+            "distinct_id": distinct_id,
+            "properties": props,
+            "timestamp": format_timestamp(timestamp),
+            "uuid": (normalize_uuid(uuid) if uuid is not None else None) or uuid7(),
+        }
+        if top_level:
+            message.update(top_level)
+        return message
