@@ -39,7 +39,8 @@ class Client:
                  secret_key: Optional[str] = None,
                  flush_at: int = 100, flush_interval: float = 0.5,
                  max_queue_size: int = 10_000, max_batch_size: int = 1_000,
-                 gzip: bool = True, max_retries: int = 5, timeout: float = 15.0,
+                 gzip: bool = True, max_retries: int = 5, retry_base_delay: float = 1.0,
+                 retry_max_delay: float = 30.0, timeout: float = 15.0,
                  shutdown_timeout: float = 5.0,
                  on_error: Optional[Callable[..., Any]] = None,
                  before_send: Optional[Callable[[dict], Optional[dict]]] = None,
@@ -54,7 +55,8 @@ class Client:
             project_api_key=key, host=resolve_host(host),
             personal_api_key=personal_api_key or secret_key,
             flush_at=flush_at, flush_interval=flush_interval, max_queue_size=max_queue_size,
-            max_batch_size=max_batch_size, gzip=gzip, max_retries=max_retries, timeout=timeout,
+            max_batch_size=max_batch_size, gzip=gzip, max_retries=max_retries,
+            retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay, timeout=timeout,
             shutdown_timeout=shutdown_timeout, on_error=on_error, before_send=before_send,
             super_properties=super_properties, disabled=disabled, send=send,
             sync_mode=sync_mode, debug=debug, disable_geoip=disable_geoip,
@@ -78,7 +80,8 @@ class Client:
         self._sender: Sender = sender or BatchSender(
             self.transport, key, gzip=opts.gzip,
             historical_migration=opts.historical_migration,
-            retry=RetryPolicy(max_retries=opts.max_retries))
+            retry=RetryPolicy(max_retries=opts.max_retries, base=opts.retry_base_delay,
+                              cap=opts.retry_max_delay))
         self._consumer = Consumer(
             self._sender, on_outcome=self._account, on_reject=self._reject_queued,
             flush_at=opts.flush_at, flush_interval=opts.flush_interval,

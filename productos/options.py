@@ -28,6 +28,8 @@ class Options:
     max_batch_size: int = 1_000
     gzip: bool = True
     max_retries: int = 5
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 30.0
     timeout: float = 15.0
     shutdown_timeout: float = 5.0
     on_error: Optional[Callable[..., Any]] = None
@@ -53,6 +55,8 @@ class Options:
         _positive_int("max_batch_size", self.max_batch_size)
         _non_negative_int("max_retries", self.max_retries)
         _positive_number("flush_interval", self.flush_interval)
+        _non_negative_number("retry_base_delay", self.retry_base_delay)
+        _non_negative_number("retry_max_delay", self.retry_max_delay)
         _positive_number("timeout", self.timeout)
         _non_negative_number("shutdown_timeout", self.shutdown_timeout)
         _positive_number("poll_interval", self.poll_interval)

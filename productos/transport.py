@@ -193,6 +193,11 @@ def _short(exc: BaseException) -> str:
 # --- retries --------------------------------------------------------------------------
 
 
+def equal_jitter(value: float) -> float:
+    """Return a wait between half of value and value: spread out, yet never near zero."""
+    return value / 2 + backoff.full_jitter(value / 2)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How many times and how long to wait between attempts for transient failures."""
@@ -200,7 +205,7 @@ class RetryPolicy:
     max_retries: int = 5
     base: float = 1.0
     cap: float = 30.0
-    jitter: Callable[[float], float] = backoff.random_jitter
+    jitter: Callable[[float], float] = equal_jitter
 
     def delays(self) -> Iterator[float]:
         """Yield the wait before each retry: exponential, jittered, capped."""
