@@ -38,6 +38,9 @@ LEGACY_DEFINITIONS_PATH = "/api/feature_flag/local_evaluation/"
 USER_AGENT = f"productos-python/{VERSION}"
 
 RETRYABLE_STATUSES = frozenset({408, 429})
+# A Retry-After beyond this is honoured only up to it, so one confused proxy cannot park
+# the consumer for hours; the batch still waits at least this long.
+MAX_RETRY_AFTER = 120.0
 _KEY_PATTERN = re.compile(r"\bph[cxs]_[A-Za-z0-9_\-]+")
 
 
@@ -309,7 +312,7 @@ class BatchSender:
                 return outcome
             retry_after = getattr(error, "retry_after", None)
             if retry_after is not None:
-                delay = max(delay, min(retry_after, self.retry.cap * 4))
+                delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
             if deadline is not None and self._clock() + delay > deadline:
                 outcome.drop("deadline_exceeded", items, error)
                 return outcome
