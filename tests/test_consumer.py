@@ -1,0 +1,189 @@
+"""The batching consumer alone, with a recording sender: no HTTP involved."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, List, Optional, Sequence
+
+import pytest
+
+from productos.consumer import Consumer
+from productos.testing import RecordingSender
+from productos.transport import BatchOutcome
+
+
+class Ledger:
+    """Collects outcomes and refusals the way the client does."""
+
+    def __init__(self) -> None:
+        self.outcomes: List[BatchOutcome] = []
+        self.refused: List[str] = []
+
+    def delivered(self) -> int:
+        return sum(o.delivered for o in self.outcomes)
+
+    def dropped(self) -> dict:
+        total: dict = {}
+        for o in self.outcomes:
+            for reason, n in o.dropped.items():
+                total[reason] = total.get(reason, 0) + n
+        return total
+
+
+def item(i: int, size: int = 0) -> bytes:
+    return json.dumps({"event": "e", "i": i, "pad": "x" * size}).encode()
+
+
+def make(sender: Any, ledger: Ledger, **kwargs: Any) -> Consumer:
+    return Consumer(sender, on_outcome=ledger.outcomes.append,
+                    on_reject=lambda reason, _: ledger.refused.append(reason), **kwargs)
+
+
+def test_batches_are_bounded_by_count():
+    sender, ledger = RecordingSender(), Ledger()
+    consumer = make(sender, ledger, flush_at=10, max_batch_size=10, flush_interval=30)
+    for i in range(35):
+        consumer.put(item(i))
+    assert consumer.flush(5)
+    assert [len(b) for b in sender.batches] == [10, 10, 10, 5]
+    assert [e["i"] for e in sender.events] == list(range(35))
+    consumer.shutdown(5)
+
+
+def test_batches_are_bounded_by_bytes():
+    sender, ledger = RecordingSender(), Ledger()
+    consumer = make(sender, ledger, flush_at=1000, max_batch_bytes=10_000, flush_interval=30)
+    for i in range(20):
+        consumer.put(item(i, size=2_000))
+    assert consumer.flush(5)
+    assert all(sum(len(json.dumps(e)) for e in b) < 10_000 for b in sender.batches)
+    assert len(sender.events) == 20
+    consumer.shutdown(5)
+
+
+def test_reaching_flush_at_wakes_the_worker_without_waiting_for_the_interval():
+    sender, ledger = RecordingSender(), Ledger()
+    consumer = make(sender, ledger, flush_at=5, flush_interval=60)
+    for i in range(5):
+        consumer.put(item(i))
+    deadline = time.monotonic() + 5
+    while len(sender.events) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(sender.events) == 5
+    consumer.shutdown(5)
+
+
+def test_the_interval_sends_a_partial_batch():
+    sender, ledger = RecordingSender(), Ledger()
+    consumer = make(sender, ledger, flush_at=100, flush_interval=0.05)
+    consumer.put(item(1))
+    deadline = time.monotonic() + 5
+    while not sender.events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(sender.events) == 1
+    consumer.shutdown(5)
+
+
+def test_flush_times_out_when_the_sender_is_stuck():
+    sender, ledger = RecordingSender(), Ledger()
+    sender.delay = 2
+    consumer = make(sender, ledger, flush_interval=30)
+    consumer.put(item(1))
+    started = time.monotonic()
+    assert consumer.flush(0.2) is False
+    assert time.monotonic() - started < 1.5
+    sender.cancel()
+    consumer.shutdown(5)
+
+
+def test_full_buffer_refuses_and_reports():
+    sender, ledger = RecordingSender(), Ledger()
+    sender.delay = 0.5
+    consumer = make(sender, ledger, max_queue_size=3, flush_at=100, flush_interval=30)
+    accepted = [consumer.put(item(i)) for i in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert ledger.refused == ["queue_full", "queue_full"]
+    consumer.shutdown(5)
+
+
+def test_worker_survives_a_sender_that_raises():
+    class Exploding(RecordingSender):
+        calls = 0
+
+        def send(self, items: Sequence[bytes], deadline: Optional[float] = None) -> BatchOutcome:
+            Exploding.calls += 1
+            if Exploding.calls == 1:
+                raise RuntimeError("sender bug")
+            return super().send(items, deadline)
+
+    sender, ledger = Exploding(), Ledger()
+    consumer = make(sender, ledger, flush_interval=30)
+    consumer.put(item(1))
+    assert consumer.flush(5)
+    consumer.put(item(2))
+    assert consumer.flush(5)
+    assert ledger.dropped() == {"internal_error": 1}
+    assert [e["i"] for e in sender.events] == [2]
+    consumer.shutdown(5)
+
+
+def test_shutdown_drains_then_refuses():
+    sender, ledger = RecordingSender(), Ledger()
+    consumer = make(sender, ledger, flush_at=1000, flush_interval=30)
+    for i in range(50):
+        consumer.put(item(i))
+    assert consumer.shutdown(5)
+    assert len(sender.events) == 50
+    assert consumer.put(item(99)) is False
+    assert ledger.refused == ["after_shutdown"]
+    assert consumer.shutdown(1)  # idempotent
+
+
+def test_shutdown_deadline_counts_what_is_left():
+    sender, ledger = RecordingSender(), Ledger()
+    sender.delay = 0.3
+    consumer = make(sender, ledger, flush_at=1000, max_batch_size=1, flush_interval=30)
+    for i in range(20):
+        consumer.put(item(i))
+    consumer.shutdown(0.5)
+    time.sleep(0.6)  # let the worker account for the batch in flight
+    delivered = ledger.delivered()
+    assert 0 < delivered < 20
+    assert delivered + ledger.dropped().get("shutdown_timeout", 0) == 20
+
+
+def test_many_threads_put_concurrently_and_nothing_is_lost():
+    sender, ledger = RecordingSender(), Ledger()
+    consumer = make(sender, ledger, max_queue_size=100_000, flush_at=50, flush_interval=0.05)
+
+    def produce(base: int) -> None:
+        for i in range(2_000):
+            consumer.put(item(base + i))
+
+    threads = [threading.Thread(target=produce, args=(n * 10_000,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert consumer.flush(10)
+    assert len({e["i"] for e in sender.events}) == 8_000
+    assert consumer.taken == 8_000
+    consumer.shutdown(5)
+
+
+def test_flush_with_nothing_queued_returns_at_once():
+    consumer = make(RecordingSender(), Ledger())
+    assert consumer.flush(0.01)
+
+
+@pytest.mark.parametrize("flushes", [1, 3])
+def test_flush_sends_what_was_queued_before_it(flushes):
+    sender, ledger = RecordingSender(), Ledger()
+    consumer = make(sender, ledger, flush_at=1000, flush_interval=30)
+    for round_ in range(flushes):
+        consumer.put(item(round_))
+        assert consumer.flush(5)
+        assert len(sender.events) == round_ + 1
+    consumer.shutdown(5)

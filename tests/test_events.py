@@ -1,0 +1,168 @@
+"""Message building: ids, timestamps, JSON safety and property precedence (pure functions)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import uuid as uuid_mod
+from pathlib import PurePosixPath
+
+import pytest
+
+from productos.events import (
+    MAX_DEPTH,
+    EventBuilder,
+    dumps,
+    format_timestamp,
+    normalize_uuid,
+    uuid7,
+)
+
+
+def test_uuid7_is_a_valid_version_7_uuid_and_time_ordered():
+    first = uuid7()
+    parsed = uuid_mod.UUID(first)
+    assert parsed.version == 7 and parsed.variant == uuid_mod.RFC_4122
+    later = [uuid7() for _ in range(100)]
+    # the 48-bit millisecond prefix never goes backwards
+    assert all(a[:13] <= b[:13] for a, b in zip([first, *later], later))
+    assert len(set(later)) == 100
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000001"),
+    ("00000000000040008000000000000001", "00000000-0000-4000-8000-000000000001"),
+    (uuid_mod.UUID(int=5), "00000000-0000-0000-0000-000000000005"),
+    ("nope", None), (12, None), ("", None),
+])
+def test_normalize_uuid(given, expected):
+    assert normalize_uuid(given) == expected
+
+
+@pytest.mark.parametrize("given, expected", [
+    (dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc),
+     "2026-01-02T03:04:05.123456+00:00"),
+    (dt.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05+00:00"),
+    (dt.datetime(2026, 1, 2, 5, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+     "2026-01-02T03:04:05+00:00"),
+    (dt.date(2026, 1, 2), "2026-01-02T00:00:00+00:00"),
+    (0, "1970-01-01T00:00:00+00:00"),
+    ("2026-01-02T03:04:05Z", "2026-01-02T03:04:05+00:00"),
+])
+def test_timestamps_are_iso_utc(given, expected):
+    assert format_timestamp(given) == expected
+
+
+def test_now_is_utc_with_offset():
+    assert format_timestamp().endswith("+00:00")
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class FakePydantic:
+    def model_dump(self):
+        return {"name": "model"}
+
+
+class Unknown:
+    pass
+
+
+def decode(obj):
+    data, problems = dumps(obj)
+    return json.loads(data), problems
+
+
+def test_json_safety_conversions():
+    value, problems = decode({
+        "dt": dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc), "d": dt.date(2026, 1, 1),
+        "u": uuid_mod.UUID(int=1), "dec": decimal.Decimal("1.25"), "set": {3},
+        "tuple": (1, 2), "bytes": "é".encode(), "nan": float("nan"), "inf": float("-inf"),
+        "dc": Point(1, 2.5), "enum": Colour.RED, "path": PurePosixPath("/a/b"),
+        "model": FakePydantic(), "dec_nan": decimal.Decimal("NaN"),
+    })
+    assert value == {
+        "dt": "2026-01-01T12:00:00+00:00", "d": "2026-01-01",
+        "u": "00000000-0000-0000-0000-000000000001", "dec": 1.25, "set": [3],
+        "tuple": [1, 2], "bytes": "é", "nan": None, "inf": None,
+        "dc": {"x": 1, "y": 2.5}, "enum": "red", "path": "/a/b", "model": {"name": "model"},
+        "dec_nan": None,
+    }
+    assert problems == []
+
+
+def test_unconvertible_values_are_dropped_and_reported():
+    value, problems = decode({"ok": 1, "bad": Unknown(), "list": [1, Unknown(), 2]})
+    assert value == {"ok": 1, "list": [1, 2]}
+    assert len(problems) == 2 and "Unknown" in problems[0]
+
+
+def test_cycles_are_cut_not_followed():
+    loop: dict = {"a": 1}
+    loop["me"] = loop
+    items: list = [1]
+    items.append(items)
+    value, problems = decode({"loop": loop, "items": items})
+    assert value == {"loop": {"a": 1}, "items": [1]}
+    assert all("circular" in p for p in problems)
+
+
+def test_shared_but_acyclic_values_are_kept():
+    shared = {"k": 1}
+    value, problems = decode({"a": shared, "b": shared})
+    assert value == {"a": {"k": 1}, "b": {"k": 1}} and problems == []
+
+
+def test_too_deep_nesting_is_cut():
+    deep: dict = {}
+    node = deep
+    for _ in range(5_000):  # deeper than the C encoder's recursion limit
+        node["n"] = {}
+        node = node["n"]
+    value, problems = decode({"deep": deep})
+    assert problems and "deeper" in problems[0]
+    depth, node = 0, value["deep"]
+    while node:
+        node, depth = node["n"], depth + 1
+    assert depth < MAX_DEPTH
+
+
+def test_non_string_keys_are_stringified_or_dropped():
+    value, problems = decode({2: "int", None: "none", True: "bool", (1, 2): "tuple"})
+    assert value == {"2": "int", "null": "none", "true": "bool"}
+    assert len(problems) == 1
+
+
+def test_lone_surrogates_do_not_break_serialisation():
+    data, _ = dumps({"s": "bad \ud800 text"})
+    assert isinstance(data, bytes)
+
+
+def test_builder_precedence_and_system_properties():
+    builder = EventBuilder(super_properties={"s": "super", "x": "super"})
+    message = builder.build("e", "u", {"x": "caller", "c": 1, "$lib": "spoofed"},
+                            tags={"x": "tag", "t": 1}, session_id="sess",
+                            groups={"company": "acme"})
+    props = message["properties"]
+    assert props["x"] == "super" and props["c"] == 1 and props["t"] == 1
+    assert props["$lib"] == "productos-python"
+    assert props["$session_id"] == "sess"
+    assert props["$groups"] == {"company": "acme"}
+    assert "$os" in props and "$python_version" in props
+
+
+def test_builder_without_system_properties():
+    message = EventBuilder().build("$set", "u", None, system=False, top_level={"$set": {"a": 1}})
+    assert "$os" not in message["properties"]
+    assert message["$set"] == {"a": 1}
