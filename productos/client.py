@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from productos import _lifecycle, errors
 from productos.consumer import Consumer, Sender
@@ -275,14 +275,14 @@ class Client:
         self._sync_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown()
 
     def stats(self) -> Dict[str, Any]:
-        """Return counters: captured, queued, in flight, sent, retried, filtered, dropped by reason."""
+        """Return the delivery counters: captured, queued, in flight, sent, dropped by reason."""
         c = self.stats_counters
         consumer = self._consumer
         queued = consumer.queued

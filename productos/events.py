@@ -42,7 +42,7 @@ def _system_properties() -> Dict[str, Any]:
         "$os": os_name,
         "$os_version": platform.release(),
         "$python_runtime": platform.python_implementation(),
-        "$python_version": "%d.%d.%d" % sys.version_info[:3],
+        "$python_version": "{}.{}.{}".format(*sys.version_info[:3]),
     }
 
 
@@ -60,7 +60,7 @@ def uuid7() -> str:
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
     value |= 0b10 << 62  # RFC 4122 variant
     value |= rand & 0x3FFFFFFFFFFFFFFF  # rand_b, 62 bits
-    h = "%032x" % value
+    h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -144,7 +144,7 @@ def _fast_default(value: Any) -> Any:
 
 def sanitize(value: Any, problems: List[str], path: str = "", depth: int = 0,
              seen: Optional[set] = None) -> Tuple[bool, Any]:
-    """Return ``(keep, json_safe_value)``; unconvertible parts are left out and noted in problems."""
+    """Return ``(keep, json_safe_value)``; parts that cannot be made JSON are noted and left out."""
     if value is None or value is True or value is False:
         return True, value
     if isinstance(value, str):

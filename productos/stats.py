@@ -17,7 +17,7 @@ log = logging.getLogger("productos")
 DROP_REASONS = (
     "invalid",            # bad arguments: no event name, properties not a mapping, ...
     "unserializable",     # nothing JSON could be made of the event
-    "too_large",          # one event over 900 KiB, or alone in a batch the server refused as too large
+    "too_large",          # over 900 KiB, or alone in a batch the server refused as too large
     "queue_full",         # the buffer was full
     "after_shutdown",     # captured after shutdown()
     "rejected",           # the server answered a final 4xx

@@ -80,7 +80,7 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
 
 
 def gzip_bytes(body: bytes) -> bytes:
-    """Return a gzip member of body; level 6 is most of the gain for a fraction of level 9's time."""
+    """Return body gzipped; level 6 gets most of level 9's gain in a fraction of the time."""
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
     return compressor.compress(body) + compressor.flush()
 
@@ -170,7 +170,8 @@ class Transport:
             )
             content = raw.content
         except requests.exceptions.Timeout as exc:
-            raise errors.TimeoutError(f"{method} {self.host}{path.split('?')[0]} timed out") from exc
+            where = self.host + path.split("?")[0]
+            raise errors.TimeoutError(f"{method} {where} timed out") from exc
         except requests.exceptions.ConnectionError as exc:
             raise errors.ConnectError(
                 f"{method} {self.host}{path.split('?')[0]} failed: {_short(exc)}") from exc
@@ -242,7 +243,7 @@ class BatchOutcome:
         self.dropped[reason] = self.dropped.get(reason, 0) + len(items)
         self.failures.append((reason, error, list(items)))
 
-    def merge(self, other: "BatchOutcome") -> None:
+    def merge(self, other: BatchOutcome) -> None:
         """Fold another outcome into this one."""
         self.delivered += other.delivered
         self.retries += other.retries
@@ -268,8 +269,10 @@ class BatchSender:
         self._wait = wait or self._cancel.wait
         import json
 
-        self._head = ('{"api_key":%s,"historical_migration":%s,"batch":[' % (
-            json.dumps(api_key), "true" if historical_migration else "false")).encode()
+        migration = "true" if historical_migration else "false"
+        self._head = (
+            f'{{"api_key":{json.dumps(api_key)},"historical_migration":{migration},"batch":['
+        ).encode()
 
     def cancel(self) -> None:
         """Cut any back-off wait short: pending retries give up at once."""

@@ -194,7 +194,8 @@ def test_sync_mode_delivers_before_capture_returns(make_client, live_server):
     assert live_server.uuids() == [uuid]
 
 
-def run_script(server: LoopbackServer, body: str, timeout: float = 30) -> subprocess.CompletedProcess:
+def run_script(server: LoopbackServer, body: str,
+               timeout: float = 30) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         import os, sys, productos
         client = productos.Client("phc_e2e", host={server.url!r}, retry_base_delay=0.02)
