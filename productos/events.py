@@ -14,12 +14,13 @@ import json
 import math
 import os
 import platform
+import random
 import sys
 import time
 import uuid as _uuid
 from collections.abc import Mapping
 from pathlib import PurePath
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from productos.version import VERSION
 
@@ -51,10 +52,15 @@ SYSTEM_PROPERTIES: Mapping[str, Any] = _system_properties()
 
 # --- identifiers and time -------------------------------------------------------------
 
+_getrandbits = random.SystemRandom().getrandbits if os.environ.get(
+    "PRODUCTOS_CRYPTO_UUIDS") else random.getrandbits
+
+
 def uuid7() -> str:
     """Return a new time-ordered UUID (version 7) as a string."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")  # 80 random bits; 74 are used
+    # The random module is reseeded in forked children, so parent and child never repeat ids.
+    rand = _getrandbits(74)
     value = (ms & 0xFFFFFFFFFFFF) << 80
     value |= 0x7 << 76  # version 7
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
@@ -214,9 +220,24 @@ def _key_to_str(key: Any) -> Optional[str]:
     return converted if isinstance(converted, str) else None
 
 
-_encode_fast = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_fast_default
-).encode
+def _make_fast_encoder() -> Callable[[Any], str]:
+    """Return the quickest compact encoder this interpreter has.
+
+    CPython's C encoder is built once here instead of on every call, as ``JSONEncoder.encode``
+    would. It runs without cycle markers: a cycle then ends in RecursionError, which sends the
+    message through the sanitiser that cuts it.
+    """
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    c_encode_str = getattr(json.encoder, "c_encode_basestring", None)
+    if c_make_encoder is None or c_encode_str is None:  # pragma: no cover - PyPy and friends
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                                default=_fast_default).encode
+    encoder = c_make_encoder(None, _fast_default, c_encode_str, None, ":", ",",
+                             False, False, False)
+    return lambda obj: "".join(encoder(obj, 0))
+
+
+_encode_fast = _make_fast_encoder()
 
 
 def dumps(message: Mapping[str, Any]) -> Tuple[bytes, List[str]]:

@@ -41,7 +41,8 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 # A Retry-After beyond this is honoured only up to it, so one confused proxy cannot park
 # the consumer for hours; the batch still waits at least this long.
 MAX_RETRY_AFTER = 120.0
-_KEY_PATTERN = re.compile(r"\bph[cxs]_[A-Za-z0-9_\-]+")
+# No word boundary in front: a key glued to other text (``token=phc_…``, ``\nphc_…``) must go too.
+_KEY_PATTERN = re.compile(r"ph[cxs]_[A-Za-z0-9_\-]+")
 
 
 def normalize_host(host: Optional[str]) -> str:
@@ -51,7 +52,7 @@ def normalize_host(host: Optional[str]) -> str:
     host = host.strip().rstrip("/")
     if "://" not in host:
         host = "https://" + host
-    return HOST_ALIASES.get(host, host)
+    return HOST_ALIASES.get(host.lower().replace("http://", "https://", 1), host)
 
 
 def redact(text: str) -> str:
