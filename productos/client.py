@@ -375,6 +375,8 @@ def _to_id(value: Any) -> str:
 
 
 def _resolve_distinct_id(value: Any, from_context: Optional[str]) -> Optional[str]:
+    if type(value) is str and value:
+        return value
     if value is None or value == "":
         return from_context
     return _to_id(value)
@@ -387,14 +389,16 @@ def _required_id(name: str, value: Any) -> str:
 
 
 def _check_mapping(name: str, value: Any) -> Optional[Mapping[str, Any]]:
-    if value is None:
-        return None
+    if value is None or type(value) is dict:  # the common cases, without an ABC check
+        return value
     if not isinstance(value, Mapping):
         raise errors.EventError(f"{name} must be a mapping, not {type(value).__name__}")
     return value
 
 
 def _check_groups(value: Any) -> Optional[Dict[str, str]]:
+    if value is None:
+        return None
     groups = _check_mapping("groups", value)
     if not groups:
         return None

@@ -56,9 +56,9 @@ _getrandbits = random.SystemRandom().getrandbits if os.environ.get(
     "PRODUCTOS_CRYPTO_UUIDS") else random.getrandbits
 
 
-def uuid7() -> str:
+def uuid7(now_ns: Optional[int] = None) -> str:
     """Return a new time-ordered UUID (version 7) as a string."""
-    ms = time.time_ns() // 1_000_000
+    ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
     # The random module is reseeded in forked children, so parent and child never repeat ids.
     rand = _getrandbits(74)
     value = (ms & 0xFFFFFFFFFFFF) << 80
@@ -68,6 +68,24 @@ def uuid7() -> str:
     value |= rand & 0x3FFFFFFFFFFFFFFF  # rand_b, 62 bits
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_second: Tuple[int, str] = (-1, "")  # (epoch second, its ISO prefix), swapped as one tuple
+
+
+def iso_utc_from_ns(now_ns: int) -> str:
+    """Return the ISO-8601 UTC form of an epoch time in nanoseconds, with microseconds.
+
+    The date-and-time prefix is formatted once per second; capture() calls this on the
+    caller's thread, where a full datetime round trip costs several times more.
+    """
+    global _second
+    seconds, rest = divmod(now_ns, 1_000_000_000)
+    cached_second, prefix = _second
+    if cached_second != seconds:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second = (seconds, prefix)
+    return f"{prefix}.{rest // 1000:06d}+00:00"
 
 
 def normalize_uuid(value: Any) -> Optional[str]:
@@ -297,18 +315,21 @@ class EventBuilder:
             props.update(properties)
         if self._super:
             props.update(self._super)
-        props.update(self._lib)
+        if properties or self._super or tags:
+            props.update(self._lib)  # nobody may pass off events as another library's
         if groups:
             props["$groups"] = dict(groups)
         if distinct_id is None:
             distinct_id, _ = personless_id()
             props["$process_person_profile"] = False
+        now_ns = time.time_ns()
         message: Dict[str, Any] = {
             "event": event,
             "distinct_id": distinct_id,
             "properties": props,
-            "timestamp": format_timestamp(timestamp),
-            "uuid": (normalize_uuid(uuid) if uuid is not None else None) or uuid7(),
+            "timestamp": (iso_utc_from_ns(now_ns) if timestamp is None
+                          else format_timestamp(timestamp)),
+            "uuid": (normalize_uuid(uuid) if uuid is not None else None) or uuid7(now_ns),
         }
         if top_level:
             message.update(top_level)
