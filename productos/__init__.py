@@ -86,7 +86,7 @@ def capture(event: str, **kwargs: Any) -> Optional[str]:
     return _default().capture(event, **kwargs)
 
 
-def set(**kwargs: Any) -> Optional[str]:  # noqa: A001 - PostHog-compatible name
+def set(**kwargs: Any) -> Optional[str]:
     """Set person properties with the default client."""
     return _default().set(**kwargs)
 

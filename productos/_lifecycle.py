@@ -15,7 +15,7 @@ from typing import Any
 
 log = logging.getLogger("productos")
 
-_clients: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_clients: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
 
 

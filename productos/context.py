@@ -38,7 +38,7 @@ def current_scope() -> Scope:
     return _current.get()
 
 
-class new_context:  # noqa: N801 - reads like a function at call sites, as intended
+class new_context:
     """Open a scope for the duration of a ``with`` block or a decorated function.
 
     A nested scope starts from its parent's values unless ``fresh=True``. When
@@ -53,7 +53,7 @@ class new_context:  # noqa: N801 - reads like a function at call sites, as inten
         self._client = client
         self._tokens: list = []
 
-    def __enter__(self) -> "new_context":
+    def __enter__(self) -> new_context:
         parent = _ROOT if self._fresh else _current.get()
         scope = replace(parent, capture_exceptions=self._capture_exceptions)
         self._tokens.append(_current.set(scope))

@@ -62,7 +62,7 @@ class ConnectError(TransportError):
     """The connection could not be made or was dropped."""
 
 
-class TimeoutError(TransportError):  # noqa: A001 - deliberately scoped to productos.errors
+class TimeoutError(TransportError):
     """The server did not answer within the timeout."""
 
 

@@ -48,7 +48,7 @@ class Options:
         # Keys stay out of reprs: they end up in logs and tracebacks.
         return f"Options(host={self.host!r}, flush_at={self.flush_at}, sync_mode={self.sync_mode})"
 
-    def validate(self) -> "Options":
+    def validate(self) -> Options:
         """Raise ConfigurationError for values that cannot work; return self otherwise."""
         _positive_int("flush_at", self.flush_at)
         _positive_int("max_queue_size", self.max_queue_size)
