@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from productos import _lifecycle, errors
+from productos import _lifecycle, errors, exceptions
 from productos.consumer import Consumer, Sender
 from productos.context import current_scope
 from productos.events import MAX_EVENT_BYTES, EventBuilder, dumps
@@ -49,6 +50,8 @@ class Client:
                  debug: bool = False, disable_geoip: bool = True,
                  historical_migration: bool = False, poll_interval: float = 30.0,
                  feature_flags_request_timeout_seconds: float = 3.0,
+                 enable_exception_autocapture: bool = False,
+                 project_root: Optional[str] = None,
                  sender: Optional[Sender] = None) -> None:
         key = resolve_api_key(project_api_key, api_key)
         self.options = Options(
@@ -87,6 +90,10 @@ class Client:
             flush_at=opts.flush_at, flush_interval=opts.flush_interval,
             max_queue_size=opts.max_queue_size, max_batch_size=opts.max_batch_size)
         self._sync_lock = threading.Lock()
+        self._project_root = project_root
+        self._autocapture: Any = None
+        if enable_exception_autocapture and not self.disabled:
+            self._autocapture = exceptions.install_autocapture(self)
         _lifecycle.track(self)
 
     # --- events ---------------------------------------------------------------------------
@@ -157,6 +164,33 @@ class Client:
         except Exception as exc:
             return self._reject_invalid(exc, "$groupidentify")
         return self._enqueue(message)
+
+    def capture_exception(self, exc: Optional[BaseException] = None, *, distinct_id: Any = None,
+                          properties: Optional[Mapping[str, Any]] = None,
+                          groups: Optional[Mapping[str, Any]] = None, level: str = "error",
+                          handled: bool = True, mechanism: str = "generic") -> Optional[str]:
+        """Capture an ``$exception`` event (the one being handled when exc is None)."""
+        if self.disabled:
+            return None
+        try:
+            if exc is None:
+                exc = sys.exc_info()[1]
+                if exc is None:
+                    log.debug("productos: capture_exception() called with no exception")
+                    return None
+            if exceptions.already_captured(exc):
+                return None
+            props = exceptions.exception_properties(
+                exc, level=level, handled=handled, mechanism_type=mechanism,
+                project_root=self._project_root)
+            exceptions.mark_captured(exc)
+            extra = _check_mapping("properties", properties)
+            if extra:
+                props.update(extra)
+        except Exception as error:
+            return self._reject_invalid(error, "$exception")
+        return self.capture("$exception", distinct_id=distinct_id, properties=props,
+                            groups=groups)
 
     def _person_update(self, kind: str, distinct_id: Any, properties: Any, timestamp: Any,
                        uuid: Any) -> Optional[str]:
@@ -246,6 +280,8 @@ class Client:
                 return self._consumer.queued == 0
             self._is_shut_down = True
         _lifecycle.untrack(self)
+        if self._autocapture is not None:
+            self._autocapture.uninstall()
         try:
             done = self._consumer.shutdown(timeout)
         except Exception as exc:
@@ -346,10 +382,9 @@ class Client:
             log.exception("productos: on_error callback raised")
 
     def _capture_scope_exception(self, exc: BaseException) -> None:
-        """Report an exception leaving a new_context() scope (exception capture comes later)."""
-        capture = getattr(self, "capture_exception", None)
-        if capture is not None:
-            capture(exc)
+        """Report an exception leaving a new_context() scope that asked for it."""
+        if self._autocapture is not None:
+            self.capture_exception(exc, mechanism="context")
 
 
 # --- argument checks (pure helpers) ---------------------------------------------------------

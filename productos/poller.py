@@ -1,0 +1,161 @@
+"""Keeps flag definitions fresh: a background loop that fetches, parses and swaps a snapshot.
+
+The poller knows nothing of HTTP (it calls an injected ``fetch``) nor of parsing details
+(it calls an injected ``parse``). Readers get the current snapshot with one attribute read:
+a new snapshot is built completely, then swapped in with one assignment, so no reader ever
+sees half an update and none takes a lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
+
+from productos.remote import DefinitionsFetch
+
+log = logging.getLogger("productos")
+
+S = TypeVar("S")
+
+
+class SourceState(str, enum.Enum):
+    """Where the definitions stand."""
+
+    INITIALIZING = "initializing"  # no answer yet
+    VALID = "valid"                # the last fetch succeeded (or said nothing changed)
+    INTERRUPTED = "interrupted"    # the last fetch failed; the previous snapshot is kept
+    OFF = "off"                    # a key was refused or the quota is used up: no definitions
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """The state of the definitions source and the last error, if any."""
+
+    state: SourceState
+    last_error: Optional[str] = None
+    since: float = 0.0  # time.monotonic() of the last state change
+
+
+class SnapshotHolder(Generic[S]):
+    """Holds the current snapshot; reading it is one attribute access, swapping one assignment."""
+
+    def __init__(self, initial: S) -> None:
+        self.current = initial
+
+    def get(self) -> S:
+        """Return the snapshot in force."""
+        return self.current
+
+    def swap(self, snapshot: S) -> None:
+        """Replace the snapshot in one step."""
+        self.current = snapshot
+
+
+class Poller(Generic[S]):
+    """Fetches definitions now and every ``interval`` seconds (with jitter) on its own thread."""
+
+    def __init__(self, fetch: Callable[[], DefinitionsFetch],
+                 parse: Callable[[Mapping[str, Any]], S], holder: SnapshotHolder[S],
+                 empty: S, *, interval: float = 30.0, jitter: float = 0.1,
+                 name: str = "productos-poller") -> None:
+        self._fetch = fetch
+        self._parse = parse
+        self._holder = holder
+        self._empty = empty
+        self._interval = interval
+        self._jitter = jitter
+        self._name = name
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._start_lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self.status = SourceStatus(SourceState.INITIALIZING, since=time.monotonic())
+
+    # --- control ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background loop once; later calls do nothing."""
+        with self._start_lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            try:
+                self._thread.start()
+            except RuntimeError:  # interpreter shutting down
+                self._thread = None
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the loop; an in-flight fetch finishes on its own."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to timeout for the first fetch to finish; return True if it has."""
+        return self._ready.wait(timeout) if timeout > 0 else self._ready.is_set()
+
+    def reset_after_fork(self) -> None:
+        """Give a forked child its own loop (started again on first use)."""
+        was_running = self._thread is not None and not self._stop.is_set()
+        self._init_state()
+        if was_running:
+            self._ready.set()  # the child inherited the parent's snapshot
+            self.status = SourceStatus(SourceState.VALID, since=time.monotonic())
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            spread = self._interval * self._jitter
+            if self._stop.wait(self._interval + random.uniform(-spread, spread)):
+                return
+
+    def poll_once(self) -> SourceStatus:
+        """Fetch once, apply the answer, and return the new status (never raises)."""
+        try:
+            result = self._fetch()
+            self._apply(result)
+        except Exception as exc:  # the poller must survive anything a fetch or parse does
+            log.exception("productos: unexpected error while loading flag definitions")
+            self._set(SourceState.INTERRUPTED, f"internal error: {exc!r}")
+        finally:
+            self._ready.set()
+        return self.status
+
+    def _apply(self, result: DefinitionsFetch) -> None:
+        outcome = result.outcome
+        if outcome == "ok" and result.data is not None:
+            self._holder.swap(self._parse(result.data))
+            self._set(SourceState.VALID, None)
+        elif outcome == "not_modified":
+            self._set(SourceState.VALID, None)
+        elif outcome in ("unauthorized", "quota_limited"):
+            self._holder.swap(self._empty)
+            message = ("the personal API key was refused: check personal_api_key (a phx_ "
+                       "personal key or phs_ project secret key with feature flag access)"
+                       if outcome == "unauthorized"
+                       else "the feature flag quota is used up")
+            if self.status.state is not SourceState.OFF:
+                log.error("productos: flag definitions unavailable: %s; flags will not be "
+                          "evaluated locally", message)
+            self._set(SourceState.OFF, message)
+        else:
+            message = str(result.error) if result.error else "unknown error"
+            if self.status.state is not SourceState.INTERRUPTED:
+                log.warning("productos: could not load flag definitions (%s); keeping the "
+                            "last good ones", message)
+            self._set(SourceState.INTERRUPTED, message)
+
+    def _set(self, state: SourceState, error: Optional[str]) -> None:
+        if self.status.state is not state or self.status.last_error != error:
+            self.status = SourceStatus(state, error, time.monotonic())
