@@ -92,6 +92,11 @@ class Poller(Generic[S]):
             except RuntimeError:  # interpreter shutting down
                 self._thread = None
 
+    @property
+    def needs_start(self) -> bool:
+        """True when no loop runs yet and none was stopped (e.g. in a forked child)."""
+        return self._thread is None and not self._stop.is_set()
+
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the loop; an in-flight fetch finishes on its own."""
         self._stop.set()
