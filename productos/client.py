@@ -40,6 +40,9 @@ class Client:
                  secret_key: Optional[str] = None,
                  flush_at: int = 100, flush_interval: float = 0.5,
                  max_queue_size: int = 10_000, max_batch_size: int = 1_000,
+                 max_queue_bytes: Optional[int] = None, on_full: str = "drop_new",
+                 block_timeout: float = 0.5, max_concurrent_requests: int = 4,
+                 on_drop: Optional[Callable[[dict, str], Any]] = None,
                  gzip: bool = True, max_retries: int = 5, retry_base_delay: float = 1.0,
                  retry_max_delay: float = 30.0, timeout: float = 15.0,
                  shutdown_timeout: float = 5.0,
@@ -58,7 +61,9 @@ class Client:
             project_api_key=key, host=resolve_host(host),
             personal_api_key=personal_api_key or secret_key,
             flush_at=flush_at, flush_interval=flush_interval, max_queue_size=max_queue_size,
-            max_batch_size=max_batch_size, gzip=gzip, max_retries=max_retries,
+            max_batch_size=max_batch_size, max_queue_bytes=max_queue_bytes, on_full=on_full,
+            block_timeout=block_timeout, max_concurrent_requests=max_concurrent_requests,
+            on_drop=on_drop, gzip=gzip, max_retries=max_retries,
             retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay, timeout=timeout,
             shutdown_timeout=shutdown_timeout, on_error=on_error, before_send=before_send,
             super_properties=super_properties, disabled=disabled, send=send,
@@ -88,7 +93,10 @@ class Client:
         self._consumer = Consumer(
             self._sender, on_outcome=self._account, on_reject=self._reject_queued,
             flush_at=opts.flush_at, flush_interval=opts.flush_interval,
-            max_queue_size=opts.max_queue_size, max_batch_size=opts.max_batch_size)
+            max_queue_size=opts.max_queue_size, max_batch_size=opts.max_batch_size,
+            max_queue_bytes=opts.max_queue_bytes, on_full=opts.on_full,
+            block_timeout=opts.block_timeout,
+            max_concurrent_requests=opts.max_concurrent_requests)
         self._sync_lock = threading.Lock()
         self._project_root = project_root
         self._autocapture: Any = None
@@ -330,6 +338,7 @@ class Client:
             "queued": queued,
             "in_flight": in_flight,
             "sent": c.sent,
+            "delivered": c.sent,
             "retried": c.retried,
             "filtered": c.filtered,
             "dropped": dropped,
@@ -347,6 +356,7 @@ class Client:
         for reason, error, items in outcome.failures:
             self._drops.record(reason, len(items), redact(str(error)))
             self._call_on_error(error, items)
+            self._call_on_drop(items, reason)
 
     def _reject_queued(self, reason: str, item: bytes) -> None:
         """Account for a serialised event the consumer refused."""
@@ -356,6 +366,7 @@ class Client:
                                       else errors.ClientShutdownError("the client is shut down"))
         self._drops.record(reason, 1, str(exc))
         self._call_on_error(exc, [item])
+        self._call_on_drop([item], reason)
 
     def _reject_invalid(self, exc: BaseException, event: Any) -> None:
         """Account for a call whose arguments could not make an event."""
@@ -371,6 +382,18 @@ class Client:
         self.stats_counters.add_dropped(reason, 1, before_queue=True)
         self._drops.record(reason, 1, redact(detail or str(exc)))
         self._call_on_error(exc, [message] if message is not None else [])
+        self._call_on_drop([message] if message is not None else [{}], reason)
+
+    def _call_on_drop(self, items: Sequence[Any], reason: str) -> None:
+        callback = self.options.on_drop
+        if callback is None:
+            return
+        for item in items:
+            try:
+                callback(_as_message(item), reason)
+            except Exception:
+                log.exception("productos: on_drop callback raised")
+                return
 
     def _call_on_error(self, exc: BaseException, batch: Sequence[Any]) -> None:
         callback = self.options.on_error

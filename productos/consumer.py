@@ -13,12 +13,14 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Deque, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Deque, List, Optional, Protocol, Sequence
 
 from productos.events import MAX_BATCH_BYTES
 from productos.transport import BatchOutcome
 
 log = logging.getLogger("productos")
+
+OVERFLOW_POLICIES = ("drop_new", "drop_old", "block")
 
 # Room for the envelope around the events: api_key, sent_at and the JSON punctuation.
 _ENVELOPE_BYTES = 512
@@ -45,7 +47,11 @@ class Consumer:
                  flush_at: int = 100, flush_interval: float = 0.5,
                  max_queue_size: int = 10_000, max_batch_size: int = 1_000,
                  max_batch_bytes: int = MAX_BATCH_BYTES,
+                 max_queue_bytes: Optional[int] = None, on_full: str = "drop_new",
+                 block_timeout: float = 0.5, max_concurrent_requests: int = 4,
                  name: str = "productos-consumer") -> None:
+        if on_full not in OVERFLOW_POLICIES:
+            raise ValueError(f"on_full must be one of {', '.join(OVERFLOW_POLICIES)}")
         self._sender = sender
         self._on_outcome = on_outcome
         self._on_reject = on_reject
@@ -54,6 +60,10 @@ class Consumer:
         self._max_queue = max_queue_size
         self._max_batch = max_batch_size
         self._max_bytes = max_batch_bytes - _ENVELOPE_BYTES
+        self._max_queue_bytes = max_queue_bytes
+        self._on_full = on_full
+        self._block_timeout = block_timeout
+        self._concurrency = max(1, max_concurrent_requests)
         self._name = name
         self._init_state()
 
@@ -68,8 +78,12 @@ class Consumer:
         self._stopping = False
         self._closed = False
         self._deadline: Optional[float] = None
-        self.taken = 0  # items the worker has removed from the buffer (worker-only writes)
+        self._space = threading.Condition(threading.Lock())  # signalled when items are taken
+        self._count_lock = threading.Lock()  # taken/in_flight/bytes when several threads send
+        self.queued_bytes = 0  # kept only when max_queue_bytes is set
+        self.taken = 0  # items removed from the buffer by the sending side
         self.in_flight = 0
+        self._last_ok = True
 
     # --- the caller's side ---------------------------------------------------------------
 
@@ -79,15 +93,61 @@ class Consumer:
             self._on_reject("after_shutdown", item)
             return False
         buffer = self._buffer
-        if len(buffer) >= self._max_queue:
-            self._on_reject("queue_full", item)
-            return False
+        if len(buffer) >= self._max_queue or (
+                self._max_queue_bytes is not None and not self._fits(item)):
+            if not self._make_room(item):
+                return False
+        elif self._max_queue_bytes is not None:
+            with self._count_lock:
+                self.queued_bytes += len(item)
         buffer.append(item)
         if self._thread is None:
             self._start()
         if len(buffer) >= self._flush_at and not self._wake.is_set():
             self._wake.set()
         return True
+
+    def _fits(self, item: bytes) -> bool:
+        return self.queued_bytes + len(item) <= self._max_queue_bytes  # type: ignore[operator]
+
+    def _full(self, item: bytes) -> bool:
+        return len(self._buffer) >= self._max_queue or (
+            self._max_queue_bytes is not None and not self._fits(item))
+
+    def _make_room(self, item: bytes) -> bool:
+        """Apply the overflow policy to a full buffer; return True if item may be appended."""
+        if self._on_full == "drop_old":
+            while self._full(item):
+                try:
+                    oldest = self._buffer.popleft()
+                except IndexError:  # the sender emptied it meanwhile
+                    break
+                self._release_bytes(oldest)
+                self._on_reject("queue_full", oldest)
+        elif self._on_full == "block":
+            if self._thread is None:
+                self._start()
+            self._wake.set()  # the sender should make room now, not at the next interval
+            deadline = time.monotonic() + self._block_timeout
+            with self._space:
+                while self._full(item):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        break
+                    self._space.wait(remaining)
+        if self._full(item):
+            self._on_reject("queue_full", item)
+            return False
+        if self._max_queue_bytes is not None:
+            with self._count_lock:
+                self.queued_bytes += len(item)
+        return True
+
+    def _release_bytes(self, item_or_size: Any) -> None:
+        if self._max_queue_bytes is not None:
+            size = item_or_size if isinstance(item_or_size, int) else len(item_or_size)
+            with self._count_lock:
+                self.queued_bytes -= size
 
     @property
     def queued(self) -> int:
@@ -182,43 +242,74 @@ class Consumer:
         return not self._buffer
 
     def _send_waiting(self, deadline: Optional[float]) -> None:
-        """Send every item present now, batch by batch; give up what a deadline cuts off."""
-        remaining = len(self._buffer)
-        while remaining > 0:
+        """Send every item present now; a backlog goes out over a few requests at once."""
+        budget = [len(self._buffer)]  # only what is present now: a busy producer can't pin us
+        helpers: List[threading.Thread] = []
+        if self._last_ok and self._concurrency > 1 and budget[0] > self._max_batch:
+            extra = min(self._concurrency - 1, budget[0] // self._max_batch)
+            for index in range(extra):
+                thread = threading.Thread(target=self._send_loop, args=(budget, deadline),
+                                          name=f"{self._name}-drain-{index}", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no new threads at interpreter shutdown: go on alone
+                    break
+                helpers.append(thread)
+        self._send_loop(budget, deadline)
+        for thread in helpers:
+            thread.join()
+
+    def _send_loop(self, budget: List[int], deadline: Optional[float]) -> None:
+        while True:
             if deadline is not None and time.monotonic() >= deadline:
                 self._give_up_rest("shutdown_timeout")
                 return
-            batch = self._take_batch(remaining)
-            remaining -= len(batch)
-            self.in_flight = len(batch)
+            batch = self._take_batch(budget)
+            if not batch:
+                return
             try:
                 outcome = self._sender.send(batch, deadline)
             except Exception as exc:  # a Sender broke its contract; account, don't die
                 log.exception("productos: sender raised")
                 outcome = BatchOutcome()
                 outcome.drop("internal_error", batch, exc)
-            self.in_flight = 0
+            with self._count_lock:
+                self.in_flight -= len(batch)
+            # Fan out again only once the endpoint is taking batches: no bursts at an outage.
+            self._last_ok = not outcome.dropped
             self._on_outcome(outcome)
 
-    def _take_batch(self, limit: int) -> List[bytes]:
+    def _take_batch(self, budget: List[int]) -> List[bytes]:
+        """Move up to one batch (by count and bytes) from the buffer to in flight."""
         buffer = self._buffer
         batch: List[bytes] = []
         size = 0
-        while buffer and len(batch) < min(limit, self._max_batch):
-            item = buffer[0]
-            if batch and size + len(item) + 1 > self._max_bytes:
-                break
-            buffer.popleft()
-            batch.append(item)
-            size += len(item) + 1
-        self.taken += len(batch)
+        with self._count_lock:
+            limit = min(budget[0], self._max_batch)
+            while buffer and len(batch) < limit:
+                item = buffer[0]
+                if batch and size + len(item) + 1 > self._max_bytes:
+                    break
+                buffer.popleft()
+                batch.append(item)
+                size += len(item) + 1
+            budget[0] -= len(batch)
+            self.taken += len(batch)
+            self.in_flight += len(batch)
+            if self._max_queue_bytes is not None:
+                self.queued_bytes -= size - len(batch)
+        if batch and self._on_full == "block":
+            with self._space:
+                self._space.notify_all()
         return batch
 
     def _give_up_rest(self, reason: str) -> None:
         items: List[bytes] = []
-        while self._buffer:
-            items.append(self._buffer.popleft())
-        self.taken += len(items)
+        with self._count_lock:
+            while self._buffer:
+                items.append(self._buffer.popleft())
+            self.taken += len(items)
+            self.queued_bytes = 0
         if items:
             outcome = BatchOutcome()
             outcome.drop(reason, items, TimeoutError("shutdown timeout reached"))

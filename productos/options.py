@@ -26,6 +26,11 @@ class Options:
     flush_interval: float = 0.5
     max_queue_size: int = 10_000
     max_batch_size: int = 1_000
+    max_queue_bytes: Optional[int] = None
+    on_full: str = "drop_new"
+    block_timeout: float = 0.5
+    max_concurrent_requests: int = 4
+    on_drop: Optional[Callable[[dict, str], Any]] = None
     gzip: bool = True
     max_retries: int = 5
     retry_base_delay: float = 1.0
@@ -54,6 +59,13 @@ class Options:
         _positive_int("max_queue_size", self.max_queue_size)
         _positive_int("max_batch_size", self.max_batch_size)
         _non_negative_int("max_retries", self.max_retries)
+        _positive_int("max_concurrent_requests", self.max_concurrent_requests)
+        if self.max_queue_bytes is not None:
+            _positive_int("max_queue_bytes", self.max_queue_bytes)
+        if self.on_full not in ("drop_new", "drop_old", "block"):
+            raise ConfigurationError(
+                f"on_full must be 'drop_new', 'drop_old' or 'block', not {self.on_full!r}")
+        _non_negative_number("block_timeout", self.block_timeout)
         _positive_number("flush_interval", self.flush_interval)
         _non_negative_number("retry_base_delay", self.retry_base_delay)
         _non_negative_number("retry_max_delay", self.retry_max_delay)
@@ -62,7 +74,7 @@ class Options:
         _positive_number("poll_interval", self.poll_interval)
         _positive_number("feature_flags_request_timeout_seconds",
                          self.feature_flags_request_timeout_seconds)
-        for name in ("on_error", "before_send"):
+        for name in ("on_error", "before_send", "on_drop"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigurationError(f"{name} must be callable, not {type(value).__name__}")

@@ -440,3 +440,24 @@ def test_module_level_client_is_created_once_across_threads(monkeypatch):
         assert len({id(c) for c in made}) == 1
     finally:
         productos.shutdown()
+
+
+def test_on_drop_hears_about_every_dropped_event(make_client, sender):
+    dropped = []
+    sender.fail_with = lambda items: "rejected"
+    client = make_client(on_drop=lambda event, reason: dropped.append((event, reason)))
+    client.capture(None)
+    client.capture("big", distinct_id="u", properties={"x": "a" * MAX_EVENT_BYTES})
+    client.capture("refused", distinct_id="u")
+    assert client.flush(5)
+    assert [reason for _, reason in dropped] == ["invalid", "too_large", "rejected"]
+    assert dropped[2][0]["event"] == "refused"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"on_full": "explode"}, {"max_queue_bytes": 0}, {"max_concurrent_requests": 0},
+    {"block_timeout": -1}, {"on_drop": 3},
+])
+def test_invalid_delivery_options_raise(kwargs):
+    with pytest.raises(ValueError):
+        productos.Client("phc_test", **kwargs)

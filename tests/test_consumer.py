@@ -187,3 +187,97 @@ def test_flush_sends_what_was_queued_before_it(flushes):
         assert consumer.flush(5)
         assert len(sender.events) == round_ + 1
     consumer.shutdown(5)
+
+
+# --- overflow policies and concurrency (delivery guarantees) ----------------------------------
+
+
+def test_drop_old_evicts_the_oldest_and_reports_it():
+    sender, ledger = RecordingSender(), Ledger()
+    refused_items: List[bytes] = []
+    consumer = Consumer(sender, on_outcome=ledger.outcomes.append,
+                        on_reject=lambda reason, it: refused_items.append(it),
+                        max_queue_size=3, flush_at=100, flush_interval=30, on_full="drop_old")
+    for i in range(5):
+        assert consumer.put(item(i))
+    assert [json.loads(x)["i"] for x in refused_items] == [0, 1]
+    assert consumer.flush(5)
+    assert [e["i"] for e in sender.events] == [2, 3, 4]
+    consumer.shutdown(5)
+
+
+def test_block_waits_for_room_instead_of_dropping():
+    sender, ledger = RecordingSender(), Ledger()
+    sender.delay = 0.05
+    consumer = make(sender, ledger, max_queue_size=10, flush_at=5, flush_interval=30,
+                    max_batch_size=5, on_full="block", block_timeout=5)
+    for i in range(100):
+        assert consumer.put(item(i))
+    assert consumer.flush(10)
+    assert len(sender.events) == 100 and ledger.refused == []
+    consumer.shutdown(5)
+
+
+def test_block_gives_up_after_its_timeout_and_counts():
+    sender, ledger = RecordingSender(), Ledger()
+    sender.delay = 3
+    consumer = make(sender, ledger, max_queue_size=1, flush_at=100, flush_interval=30,
+                    max_batch_size=1, on_full="block", block_timeout=0.1)
+    consumer.put(item(0))
+    time.sleep(0.1)  # the sender is now stuck with item 0
+    consumer.put(item(1))
+    started = time.monotonic()
+    assert consumer.put(item(2)) is False
+    assert 0.05 < time.monotonic() - started < 2
+    assert ledger.refused == ["queue_full"]
+    sender.cancel()
+    consumer.shutdown(5)
+
+
+def test_the_buffer_can_be_bounded_by_bytes():
+    sender, ledger = RecordingSender(), Ledger()
+    sender.delay = 0.3
+    consumer = make(sender, ledger, max_queue_bytes=5_000, flush_at=1000, flush_interval=30)
+    accepted = [consumer.put(item(i, size=1_000)) for i in range(10)]
+    assert accepted.count(True) == 4 and ledger.refused.count("queue_full") == 6
+    assert consumer.queued_bytes <= 5_000
+    assert consumer.flush(5)
+    assert consumer.queued_bytes == 0
+    consumer.shutdown(5)
+
+
+def test_a_backlog_is_sent_over_several_requests_at_once():
+    class Concurrent(RecordingSender):
+        def __init__(self) -> None:
+            super().__init__()
+            self.active = 0
+            self.peak = 0
+            self.guard = threading.Lock()
+
+        def send(self, items: Sequence[bytes], deadline: Optional[float] = None) -> BatchOutcome:
+            with self.guard:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            time.sleep(0.1)
+            with self.guard:
+                self.active -= 1
+            return super().send(items, deadline)
+
+    sender, ledger = Concurrent(), Ledger()
+    consumer = make(sender, ledger, flush_at=100_000, max_queue_size=100_000,
+                    max_batch_size=100, flush_interval=30, max_concurrent_requests=4)
+    for i in range(1_000):
+        consumer.put(item(i))
+    started = time.monotonic()
+    assert consumer.flush(10)
+    elapsed = time.monotonic() - started
+    assert sender.peak == 4
+    assert len({e["i"] for e in sender.events}) == 1_000
+    assert elapsed < 0.1 * 10  # ten batches of 0.1 s in fewer than ten sequential steps
+    assert consumer.in_flight == 0 and consumer.taken == 1_000
+    consumer.shutdown(5)
+
+
+def test_unknown_overflow_policy_is_a_configuration_error():
+    with pytest.raises(ValueError):
+        make(RecordingSender(), Ledger(), on_full="drop_everything")
