@@ -17,8 +17,9 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from productos import _lifecycle, errors, exceptions
 from productos.consumer import Consumer, Sender
 from productos.context import current_scope
-from productos.events import MAX_EVENT_BYTES, EventBuilder, dumps
+from productos.events import MAX_BATCH_BYTES, MAX_EVENT_BYTES, EventBuilder, dumps
 from productos.options import Options, resolve_api_key, resolve_host
+from productos.spool import SpoolingSender
 from productos.stats import DropLog, Stats
 from productos.transport import BatchOutcome, BatchSender, RetryPolicy, Transport, redact
 
@@ -43,6 +44,7 @@ class Client:
                  max_queue_bytes: Optional[int] = None, on_full: str = "drop_new",
                  block_timeout: float = 0.5, max_concurrent_requests: int = 4,
                  on_drop: Optional[Callable[[dict, str], Any]] = None,
+                 spool_path: Optional[str] = None, spool_max_bytes: int = 100 * 1024 * 1024,
                  gzip: bool = True, max_retries: int = 5, retry_base_delay: float = 1.0,
                  retry_max_delay: float = 30.0, timeout: float = 15.0,
                  shutdown_timeout: float = 5.0,
@@ -63,7 +65,8 @@ class Client:
             flush_at=flush_at, flush_interval=flush_interval, max_queue_size=max_queue_size,
             max_batch_size=max_batch_size, max_queue_bytes=max_queue_bytes, on_full=on_full,
             block_timeout=block_timeout, max_concurrent_requests=max_concurrent_requests,
-            on_drop=on_drop, gzip=gzip, max_retries=max_retries,
+            on_drop=on_drop, spool_path=None if spool_path is None else str(spool_path),
+            spool_max_bytes=spool_max_bytes, gzip=gzip, max_retries=max_retries,
             retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay, timeout=timeout,
             shutdown_timeout=shutdown_timeout, on_error=on_error, before_send=before_send,
             super_properties=super_properties, disabled=disabled, send=send,
@@ -90,6 +93,13 @@ class Client:
             historical_migration=opts.historical_migration,
             retry=RetryPolicy(max_retries=opts.max_retries, base=opts.retry_base_delay,
                               cap=opts.retry_max_delay))
+        self._spool: Optional[SpoolingSender] = None
+        if opts.spool_path and not self.disabled and opts.send:
+            self._spool = SpoolingSender(
+                self._sender, opts.spool_path, max_bytes=opts.spool_max_bytes,
+                max_batch_size=opts.max_batch_size, max_batch_bytes=MAX_BATCH_BYTES - 512,
+                outage_delay=opts.retry_base_delay, outage_cap=opts.retry_max_delay)
+            self._sender = self._spool
         self._consumer = Consumer(
             self._sender, on_outcome=self._account, on_reject=self._reject_queued,
             flush_at=opts.flush_at, flush_interval=opts.flush_interval,
@@ -97,6 +107,8 @@ class Client:
             max_queue_bytes=opts.max_queue_bytes, on_full=opts.on_full,
             block_timeout=opts.block_timeout,
             max_concurrent_requests=opts.max_concurrent_requests)
+        if self._spool is not None and self._spool.pending()[1]:
+            self._consumer.start()  # rows from an earlier run go out without waiting for events
         self._sync_lock = threading.Lock()
         self._project_root = project_root
         self._autocapture: Any = None
@@ -301,6 +313,12 @@ class Client:
             left = self._consumer.queued + self._consumer.in_flight
             if left:
                 log.warning("productos: shutdown timed out with %d event(s) not yet sent", left)
+        if self._spool is not None:
+            spooled = self._spool.pending()[0]
+            if spooled:
+                log.warning("productos: %d event(s) wait in the spool %s for the next run",
+                            spooled, self.options.spool_path)
+            self._spool.close()
         self.transport.close()
         return done
 
@@ -333,6 +351,7 @@ class Client:
         in_flight = consumer.in_flight
         dropped = dict(c.dropped)
         captured = consumer.taken + queued + c.rejected_before_queue + c.filtered
+        spooled, earlier = (0, 0) if self._spool is None else self._spool.pending()
         return {
             "captured": captured,
             "queued": queued,
@@ -341,6 +360,9 @@ class Client:
             "delivered": c.sent,
             "retried": c.retried,
             "filtered": c.filtered,
+            "spooled": spooled,
+            "spool_from_earlier_runs": earlier,
+            "recovered": 0 if self._spool is None else self._spool.recovered,
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
         }

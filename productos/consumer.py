@@ -206,6 +206,11 @@ class Consumer:
 
     # --- the worker's side ---------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the worker now rather than at the first event (e.g. to send a spool's rows)."""
+        if self._thread is None:
+            self._start()
+
     def _start(self) -> None:
         with self._lock:
             if self._thread is not None:
@@ -227,6 +232,10 @@ class Consumer:
                 stopping = self._stopping
             try:
                 self._send_waiting(self._deadline if stopping else None)
+                if not stopping and getattr(self._sender, "durable", False):
+                    # Rows may wait on disk from an outage or an earlier run: offer them
+                    # again even when nothing new arrived (the sender paces its retries).
+                    self._on_outcome(self._sender.send((), None))
             except Exception:  # the worker must never die, whatever a sender does
                 log.exception("productos: unexpected error in the consumer thread")
             with self._lock:
@@ -310,6 +319,10 @@ class Consumer:
                 items.append(self._buffer.popleft())
             self.taken += len(items)
             self.queued_bytes = 0
+        if items and getattr(self._sender, "durable", False):
+            # A durable sender keeps them on disk for the next run instead of dropping them.
+            self._on_outcome(self._sender.send(items, time.monotonic()))
+            return
         if items:
             outcome = BatchOutcome()
             outcome.drop(reason, items, TimeoutError("shutdown timeout reached"))

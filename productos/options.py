@@ -31,6 +31,8 @@ class Options:
     block_timeout: float = 0.5
     max_concurrent_requests: int = 4
     on_drop: Optional[Callable[[dict, str], Any]] = None
+    spool_path: Optional[str] = None
+    spool_max_bytes: int = 100 * 1024 * 1024
     gzip: bool = True
     max_retries: int = 5
     retry_base_delay: float = 1.0
@@ -60,6 +62,9 @@ class Options:
         _positive_int("max_batch_size", self.max_batch_size)
         _non_negative_int("max_retries", self.max_retries)
         _positive_int("max_concurrent_requests", self.max_concurrent_requests)
+        _positive_int("spool_max_bytes", self.spool_max_bytes)
+        if self.spool_path is not None and not isinstance(self.spool_path, (str, os.PathLike)):
+            raise ConfigurationError("spool_path must be a file path")
         if self.max_queue_bytes is not None:
             _positive_int("max_queue_bytes", self.max_queue_bytes)
         if self.on_full not in ("drop_new", "drop_old", "block"):

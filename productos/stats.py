@@ -26,6 +26,7 @@ DROP_REASONS = (
     "shutdown_timeout",   # still queued when shutdown's time ran out
     "cancelled",          # retries abandoned by shutdown
     "send_disabled",      # send=False: accepted, counted, never sent
+    "spool_full",         # the oldest spooled events, evicted to respect spool_max_bytes
     "internal_error",     # a bug in productos; reported, never raised
 )
 
