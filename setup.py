@@ -17,6 +17,7 @@ TEST_REQUIRES = [
     "hypothesis>=6",
     "freezegun>=1.2",
     "ruff>=0.5",
+    "gunicorn>=21; sys_platform != \"win32\"",
 ]
 
 setup(

@@ -20,6 +20,7 @@ from productos.context import (
     tag,
 )
 from productos.errors import ProductosError
+from productos.signals import install_sigterm_handler
 from productos.version import VERSION
 
 __version__ = VERSION
@@ -34,6 +35,7 @@ __all__ = [
     "flush",
     "group_identify",
     "identify_context",
+    "install_sigterm_handler",
     "new_context",
     "set",
     "set_context_session",

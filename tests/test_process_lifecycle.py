@@ -1,0 +1,139 @@
+"""Processes end in many ways; queued events survive them (real subprocesses, real server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+
+def python_env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
+
+
+def start(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=python_env())
+
+
+def wait_for_line(proc: subprocess.Popen, expected: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == expected:
+            return
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"never printed {expected!r}; stderr: {proc.stderr.read()}")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
+def test_sigterm_with_the_helper_drains_then_dies_by_the_signal(live_server):
+    live_server.set_delay(0.2)  # a slow endpoint: events are still queued when SIGTERM lands
+    proc = start(f"""
+        import time, productos
+        client = productos.Client("phc_sig", host={live_server.url!r}, flush_interval=30,
+                                  flush_at=100_000, max_queue_size=100_000)
+        productos.install_sigterm_handler(timeout=10)
+        for i in range(2_000):
+            client.capture("before sigterm", distinct_id=str(i))
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    wait_for_line(proc, "ready")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGTERM  # the default action still happened
+    assert len(set(live_server.uuids())) == 2_000
+
+
+def test_sigterm_chains_to_the_previous_handler(live_server):
+    proc = start(f"""
+        import signal, sys, time, productos
+        def previous(signum, frame):
+            print("previous handler ran", flush=True)
+            sys.exit(3)
+        signal.signal(signal.SIGTERM, previous)
+        client = productos.Client("phc_sig", host={live_server.url!r}, flush_interval=30)
+        productos.install_sigterm_handler(timeout=5)
+        client.capture("chained", distinct_id="u")
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    wait_for_line(proc, "ready")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "previous handler ran" in out
+    assert [e["event"] for e in live_server.events] == ["chained"]
+
+
+APP = """
+import os
+import productos
+
+client = productos.Client("phc_gunicorn", host=os.environ["SINK_URL"], flush_interval=30,
+                          flush_at=100_000)
+client.capture("app loaded", distinct_id=f"pid-{os.getpid()}")
+
+
+def app(environ, start_response):
+    client.capture("request", distinct_id=f"pid-{os.getpid()}",
+                   properties={"path": environ["PATH_INFO"]})
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+
+@pytest.mark.skipif(shutil.which("gunicorn") is None and
+                    not os.path.exists(os.path.join(os.path.dirname(sys.executable), "gunicorn")),
+                    reason="gunicorn is not installed")
+@pytest.mark.parametrize("worker_class, preload", [
+    ("sync", False), ("sync", True), ("gthread", False), ("gthread", True),
+])
+def test_gunicorn_workers_deliver_their_events_on_sigterm(live_server, tmp_path,
+                                                          worker_class, preload):
+    import socket
+
+    import requests
+
+    (tmp_path / "app.py").write_text(APP)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+               "--workers", "2", "--worker-class", worker_class, "--graceful-timeout", "10",
+               "--chdir", str(tmp_path), "app:app"]
+    if preload:
+        command.insert(3, "--preload")
+    env = {**python_env(), "SINK_URL": live_server.url}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/hello"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        for _ in range(49):
+            assert requests.get(url, timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    requests_seen = [e for e in live_server.events if e["event"] == "request"]
+    assert len(requests_seen) == 50
+    uuids = live_server.uuids()
+    assert len(uuids) == len(set(uuids))  # a preloaded parent's queue is never sent twice
+    loaded = [e for e in live_server.events if e["event"] == "app loaded"]
+    assert len(loaded) == (1 if preload else 2)
