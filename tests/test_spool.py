@@ -176,3 +176,36 @@ def test_two_processes_on_one_file_never_send_an_event_twice(live_server, spool_
     got = live_server.uuids()
     assert len(got) == len(set(got)) == 200
     assert any("in use by another process" in err for _, err in outs)
+
+
+def test_fuzzed_capture_inputs_with_a_spool_never_raise_and_balance(tmp_path):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from productos.testing import RecordingSender
+
+    sender = RecordingSender()
+    client = productos.Client("phc_fuzz", sender=sender, spool_path=str(tmp_path / "f.db"),
+                              flush_interval=0.05)
+    values = st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=50),
+                  st.binary(max_size=20), st.datetimes()),
+        lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+        max_leaves=10)
+
+    @settings(max_examples=150, deadline=None)
+    @given(event=st.one_of(st.text(max_size=20), st.none()),
+           props=st.one_of(st.none(), st.dictionaries(st.text(max_size=8), values, max_size=5)))
+    def capture(event, props):
+        client.capture(event, distinct_id="fuzz", properties=props)
+
+    try:
+        capture()
+        assert client.flush(10)
+        assert wait_until(lambda: client.stats()["spooled"] == 0)
+        stats = client.stats()
+        assert balanced(stats)
+        assert len(sender.events) == stats["sent"]
+    finally:
+        client.shutdown(5)
