@@ -18,6 +18,7 @@ TEST_REQUIRES = [
     "freezegun>=1.2",
     "ruff>=0.5",
     "gunicorn>=21; sys_platform != \"win32\"",
+    "celery>=5.2",
 ]
 
 setup(
@@ -41,6 +42,7 @@ setup(
         "django": ["django>=4.2"],
         "flask": ["flask>=2.2"],
         "redis": ["redis>=4.5"],
+        "celery": ["celery>=5.2"],
     },
     entry_points={"console_scripts": ["productos=productos.cli:main"]},
     classifiers=[
