@@ -15,7 +15,7 @@ It measures, for each SDK (posthog only when it is installed):
    capture until the sink holds every admitted event (or flush returns), with the
    delivered count beside it, so an SDK that drops events cannot look fast;
 3. ``import`` time: median over fresh interpreters;
-4. peak RSS growth (``ru_maxrss`` after 100k captures and a flush, minus after import).
+4. peak RSS growth (``ru_maxrss`` after 100k captures and a flush, minus once the client exists).
 
 Every measurement runs in a fresh subprocess; all of them talk to one sink subprocess
 (benchmarks/sink.py, 127.0.0.1 only) that stops by itself. Each SDK runs with its default
@@ -280,15 +280,15 @@ def _maxrss_kib() -> float:
 
 
 def work_rss(args: argparse.Namespace) -> Dict[str, Any]:
-    """Peak RSS growth for args.rss_events captures plus a flush, over the post-import baseline."""
-    if args.sdk == "productos":
-        import productos  # noqa: F401
-    else:
-        import posthog  # noqa: F401
-    baseline = _maxrss_kib()
+    """Peak RSS growth for args.rss_events captures plus a flush, over a ready client.
+
+    The baseline is taken once the client exists: what is measured is the memory that
+    capturing costs, not when each SDK happens to import its HTTP stack.
+    """
     host = f"http://127.0.0.1:{args.port}"
     key = f"phc_bench_rss_{args.sdk}_{os.getpid()}"
     sdk = Sdk(args.sdk, host, key)
+    baseline = _maxrss_kib()
     admitted = 0
     for i in range(args.rss_events):
         if sdk.capture(EVENT, distinct_id=DISTINCT_ID, properties=make_properties(i)) is not None:

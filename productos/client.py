@@ -12,15 +12,17 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 from productos import _lifecycle, errors, exceptions
 from productos.consumer import Consumer, Sender
 from productos.context import current_scope
-from productos.events import MAX_BATCH_BYTES, MAX_EVENT_BYTES, EventBuilder, dumps
+from productos.events import MAX_BATCH_BYTES, MAX_EVENT_BYTES, EventBuilder
 from productos.options import Options, resolve_api_key, resolve_host
-from productos.spool import SpoolingSender
 from productos.stats import DropLog, Stats
+
+if TYPE_CHECKING:
+    from productos.spool import SpoolingSender
 from productos.transport import BatchOutcome, BatchSender, RetryPolicy, Transport, redact
 
 log = logging.getLogger("productos")
@@ -40,7 +42,7 @@ class Client:
                  host: Optional[str] = None, personal_api_key: Optional[str] = None,
                  secret_key: Optional[str] = None,
                  flush_at: int = 100, flush_interval: float = 0.5,
-                 max_queue_size: int = 10_000, max_batch_size: int = 1_000,
+                 max_queue_size: int = 10_000, max_batch_size: int = 5_000,
                  max_queue_bytes: Optional[int] = None, on_full: str = "drop_new",
                  block_timeout: float = 0.5, max_concurrent_requests: int = 4,
                  on_drop: Optional[Callable[[dict, str], Any]] = None,
@@ -84,7 +86,8 @@ class Client:
             self.disabled = True
         self.stats_counters = Stats()
         self._drops = DropLog()
-        self._builder = EventBuilder(opts.disable_geoip, opts.super_properties)
+        self._builder = EventBuilder(opts.disable_geoip, opts.super_properties,
+                                     defer_constants=opts.before_send is None)
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
         self.transport = Transport(opts.host, timeout=opts.timeout)
@@ -95,6 +98,8 @@ class Client:
                               cap=opts.retry_max_delay))
         self._spool: Optional[SpoolingSender] = None
         if opts.spool_path and not self.disabled and opts.send:
+            from productos.spool import SpoolingSender  # sqlite3 only for those who use it
+
             self._spool = SpoolingSender(
                 self._sender, opts.spool_path, max_bytes=opts.spool_max_bytes,
                 max_batch_size=opts.max_batch_size, max_batch_bytes=MAX_BATCH_BYTES - 512,
@@ -246,7 +251,7 @@ class Client:
                     log.warning("productos: before_send returned %s instead of a dict or None; "
                                 "the event is kept unchanged", type(changed).__name__)
         try:
-            item, problems = dumps(message)
+            item, problems = self._builder.encode(message)
         except Exception as exc:
             self._drop_one("unserializable", exc, message)
             return None
@@ -403,8 +408,9 @@ class Client:
             raise exc
         self.stats_counters.add_dropped(reason, 1, before_queue=True)
         self._drops.record(reason, 1, redact(detail or str(exc)))
-        self._call_on_error(exc, [message] if message is not None else [])
-        self._call_on_drop([message] if message is not None else [{}], reason)
+        whole = [] if message is None else [self._builder.complete(message)]
+        self._call_on_error(exc, whole)
+        self._call_on_drop(whole or [{}], reason)
 
     def _call_on_drop(self, items: Sequence[Any], reason: str) -> None:
         callback = self.options.on_drop

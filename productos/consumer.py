@@ -61,6 +61,7 @@ class Consumer:
         self._max_batch = max_batch_size
         self._max_bytes = max_batch_bytes - _ENVELOPE_BYTES
         self._max_queue_bytes = max_queue_bytes
+        self._pressure_at = max(flush_at, max_queue_size // 4)
         self._on_full = on_full
         self._block_timeout = block_timeout
         self._concurrency = max(1, max_concurrent_requests)
@@ -103,8 +104,14 @@ class Consumer:
         buffer.append(item)
         if self._thread is None:
             self._start()
-        if len(buffer) >= self._flush_at and not self._wake.is_set():
-            self._wake.set()
+        queued = len(buffer)
+        if queued >= self._flush_at:
+            if not self._wake.is_set():
+                self._wake.set()
+            if queued >= self._pressure_at:
+                # The sender is falling behind a caller that never blocks: hand it the GIL
+                # for a moment rather than let the buffer fill and drop events.
+                time.sleep(0)
         return True
 
     def _fits(self, item: bytes) -> bool:

@@ -19,7 +19,6 @@ import sys
 import time
 import uuid as _uuid
 from collections.abc import Mapping
-from pathlib import PurePath
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from productos.version import VERSION
@@ -142,8 +141,8 @@ def _convert_scalar(value: Any) -> Any:
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, PurePath):
-        return str(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     dump = getattr(value, "model_dump", None)  # pydantic v2
@@ -290,15 +289,34 @@ def personless_id() -> Tuple[str, bool]:
     return str(_uuid.uuid4()), True
 
 
+class PartialMessage(dict):
+    """A message whose constant properties are left out, to be spliced in as ready-made JSON.
+
+    Every event carries the same handful of properties ($lib, $os, ...). Encoding them once
+    per client instead of once per event is a good share of capture()'s time.
+    """
+
+    constants: bytes = b""
+
+
 class EventBuilder:
-    """Builds event messages for one client; the merged base properties are made once."""
+    """Builds event messages for one client; the merged base properties are made once.
+
+    With ``defer_constants`` (the client sets it when no ``before_send`` hook must see whole
+    events), the constant properties stay out of the dict and ``encode()`` splices them in.
+    """
 
     def __init__(self, disable_geoip: bool = True,
-                 super_properties: Optional[Mapping[str, Any]] = None) -> None:
+                 super_properties: Optional[Mapping[str, Any]] = None,
+                 defer_constants: bool = False) -> None:
         self._plain = base_properties(disable_geoip)
         self._with_system = {**SYSTEM_PROPERTIES, **self._plain}
         self._lib = {"$lib": LIB_NAME, "$lib_version": VERSION}
         self._super: Dict[str, Any] = dict(super_properties or {})
+        self._defer = defer_constants
+        self._constant_keys = frozenset(self._with_system)
+        self._json_plain = _json_members(self._plain)
+        self._json_system = _json_members(self._with_system)
 
     def build(self, event: str, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]],
               *, timestamp: Any = None, uuid: Any = None,
@@ -306,7 +324,9 @@ class EventBuilder:
               tags: Optional[Mapping[str, Any]] = None, system: bool = True,
               top_level: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """Return one event message; the precedence is tags < caller < super < $lib."""
-        props = (self._with_system if system else self._plain).copy()
+        defer = self._defer
+        props: Dict[str, Any] = {} if defer else (
+            self._with_system if system else self._plain).copy()
         if tags:
             props.update(tags)
         if session_id is not None:
@@ -315,7 +335,12 @@ class EventBuilder:
             props.update(properties)
         if self._super:
             props.update(self._super)
-        if properties or self._super or tags:
+        if defer and props and not self._constant_keys.isdisjoint(props):
+            # The caller set a property productos also sets: merge in full so that the
+            # precedence above holds (splicing would repeat the key).
+            props = {**(self._with_system if system else self._plain), **props}
+            defer = False
+        if not defer and (properties or self._super or tags):
             props.update(self._lib)  # nobody may pass off events as another library's
         if groups:
             props["$groups"] = dict(groups)
@@ -323,14 +348,41 @@ class EventBuilder:
             distinct_id, _ = personless_id()
             props["$process_person_profile"] = False
         now_ns = time.time_ns()
-        message: Dict[str, Any] = {
-            "event": event,
-            "distinct_id": distinct_id,
-            "properties": props,
-            "timestamp": (iso_utc_from_ns(now_ns) if timestamp is None
-                          else format_timestamp(timestamp)),
-            "uuid": (normalize_uuid(uuid) if uuid is not None else None) or uuid7(now_ns),
-        }
+        message: Dict[str, Any] = (PartialMessage if defer else dict)(
+            event=event,
+            distinct_id=distinct_id,
+            timestamp=(iso_utc_from_ns(now_ns) if timestamp is None
+                       else format_timestamp(timestamp)),
+            uuid=(normalize_uuid(uuid) if uuid is not None else None) or uuid7(now_ns),
+        )
         if top_level:
             message.update(top_level)
+        message["properties"] = props  # last, so encode() knows where the object ends
+        if defer:
+            message.constants = self._json_system if system else self._json_plain  # type: ignore[attr-defined]
         return message
+
+    def complete(self, message: Mapping[str, Any]) -> Dict[str, Any]:
+        """Return message with its constant properties merged in (for hooks and errors)."""
+        if not isinstance(message, PartialMessage):
+            return dict(message)
+        full = dict(message)
+        base = self._with_system if message.constants is self._json_system else self._plain
+        full["properties"] = {**base, **message["properties"]}
+        return full
+
+    def encode(self, message: Mapping[str, Any]) -> Tuple[bytes, List[str]]:
+        """Serialise a message built here, splicing in its constant properties."""
+        if not isinstance(message, PartialMessage):
+            return dumps(message)
+        data, problems = dumps(message)
+        if problems:  # the sanitiser rebuilt the dict: encode it whole instead
+            return dumps(self.complete(message))
+        if message["properties"]:
+            return b"".join((data[:-2], b",", message.constants, b"}}")), problems
+        return b"".join((data[:-2], message.constants, b"}}")), problems
+
+
+def _json_members(properties: Mapping[str, Any]) -> bytes:
+    """Return the JSON members of an object, without braces, ready to splice."""
+    return dumps(properties)[0][1:-1]

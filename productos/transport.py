@@ -7,21 +7,20 @@ This is the only module that imports ``requests``: its exceptions are mapped to
 from __future__ import annotations
 
 import datetime as _dt
-import email.utils
 import logging
 import re
+import sys
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
-
-import backoff
-import requests
-from requests.adapters import HTTPAdapter
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from productos import errors
 from productos.version import VERSION
+
+if TYPE_CHECKING:  # requests and backoff are imported when first needed, not with productos
+    import requests
 
 log = logging.getLogger("productos")
 
@@ -68,6 +67,8 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils  # only servers that send an HTTP date pay for this import
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
@@ -82,7 +83,10 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
 
 def gzip_bytes(body: bytes) -> bytes:
     """Return body gzipped; level 6 gets most of level 9's gain in a fraction of the time."""
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    if sys.version_info >= (3, 11):
+        # One call releases the GIL once; compressobj's compress() + flush() does it twice.
+        return zlib.compress(body, 6, 31)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # pragma: no cover - Python < 3.11
     return compressor.compress(body) + compressor.flush()
 
 
@@ -140,11 +144,19 @@ class Transport:
         self._session = self._new_session()
 
     def _new_session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+        from requests.utils import get_environ_proxies
+
         session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self._pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = USER_AGENT
+        # Proxy settings are read from the environment once, here, instead of on every
+        # request (with a netrc lookup) as trust_env would; netrc credentials never apply.
+        session.proxies.update(get_environ_proxies(self.host))
+        session.trust_env = False
         return session
 
     def reset_after_fork(self) -> None:
@@ -163,6 +175,8 @@ class Transport:
                 params: Optional[Mapping[str, Any]] = None,
                 timeout: Optional[float] = None) -> Response:
         """Make one request; raise ConnectError or TimeoutError when no answer came."""
+        import requests  # already loaded by the session; a dict lookup
+
         url = self.host + path
         try:
             raw = self._session.request(
@@ -200,6 +214,8 @@ def _short(exc: BaseException) -> str:
 
 def equal_jitter(value: float) -> float:
     """Return a wait between half of value and value: spread out, yet never near zero."""
+    import backoff  # imported at the first retry: it pulls in asyncio
+
     return value / 2 + backoff.full_jitter(value / 2)
 
 
@@ -214,6 +230,8 @@ class RetryPolicy:
 
     def delays(self) -> Iterator[float]:
         """Yield the wait before each retry: exponential, jittered, capped."""
+        import backoff
+
         waits = backoff.expo(base=2, factor=self.base, max_value=self.cap)
         next(waits)  # backoff's generators are primed with one empty step
         for _ in range(self.max_retries):

@@ -165,7 +165,7 @@ def test_kill_9_then_restart_sends_what_was_pending(live_server, spool_path):
 def test_two_processes_on_one_file_never_send_an_event_twice(live_server, spool_path):
     body = """
         uuids = [client.capture("proc", distinct_id=str(i)) for i in range(100)]
-        time.sleep(0.5)
+        time.sleep(3)  # both processes hold their clients at the same time
         client.shutdown(10)
         print(client.stats()["sent"])
     """
