@@ -12,13 +12,25 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
 from productos import _lifecycle, errors, exceptions
 from productos.consumer import Consumer, Sender
 from productos.context import current_scope
+from productos.definitions import Snapshot, parse_definitions
 from productos.events import MAX_BATCH_BYTES, MAX_EVENT_BYTES, EventBuilder
+from productos.flag_service import FlagService
+from productos.flags import EvaluationContext, FlagResult
 from productos.options import Options, resolve_api_key, resolve_host
+from productos.poller import (
+    Poller,
+    SnapshotHolder,
+    SourceState,
+    SourceStatus,
+    load_definitions_file,
+    payload_for,
+)
+from productos.remote import DefinitionsRequester, RemoteFlags, RemoteFlagsRequester
 from productos.stats import DropLog, Stats
 
 if TYPE_CHECKING:
@@ -57,6 +69,9 @@ class Client:
                  debug: bool = False, disable_geoip: bool = True,
                  historical_migration: bool = False, poll_interval: float = 30.0,
                  feature_flags_request_timeout_seconds: float = 3.0,
+                 enable_local_evaluation: bool = True,
+                 flag_definitions_file: Optional[str] = None,
+                 flags_first_load_timeout: float = 1.0,
                  enable_exception_autocapture: bool = False,
                  project_root: Optional[str] = None,
                  sender: Optional[Sender] = None) -> None:
@@ -116,6 +131,8 @@ class Client:
             self._consumer.start()  # rows from an earlier run go out without waiting for events
         self._sync_lock = threading.Lock()
         self._project_root = project_root
+        self._setup_flags(enable_local_evaluation, flag_definitions_file,
+                          flags_first_load_timeout)
         self._autocapture: Any = None
         if enable_exception_autocapture and not self.disabled:
             self._autocapture = exceptions.install_autocapture(self)
@@ -125,8 +142,15 @@ class Client:
 
     def capture(self, event: str, *, distinct_id: Any = None,
                 properties: Optional[Mapping[str, Any]] = None, timestamp: Any = None,
-                uuid: Any = None, groups: Optional[Mapping[str, Any]] = None) -> Optional[str]:
-        """Queue an event; return its uuid, or None when it was not admitted."""
+                uuid: Any = None, groups: Optional[Mapping[str, Any]] = None,
+                flags: Optional[Mapping[str, Any]] = None,
+                send_feature_flags: bool = False) -> Optional[str]:
+        """Queue an event; return its uuid, or None when it was not admitted.
+
+        ``flags`` (key → value, or the results of ``get_all_flags``) attaches
+        ``$feature/<key>`` and ``$active_feature_flags``; ``send_feature_flags=True`` does the
+        same from local evaluation only, so capture() never waits on the network.
+        """
         if self.disabled:
             return None
         try:
@@ -136,6 +160,10 @@ class Client:
             props = _check_mapping("properties", properties)
             group_map = _check_groups(groups)
             scope = current_scope()
+            if flags is not None or send_feature_flags:
+                props = self._with_flag_properties(
+                    props, flags, _resolve_distinct_id(distinct_id, scope.distinct_id),
+                    group_map)
             message = self._builder.build(
                 event, _resolve_distinct_id(distinct_id, scope.distinct_id), props,
                 timestamp=timestamp, uuid=uuid, groups=group_map,
@@ -285,6 +313,188 @@ class Client:
         self._account(outcome)
         return outcome.delivered == 1
 
+    # --- feature flags --------------------------------------------------------------------
+
+    def _setup_flags(self, enable_local_evaluation: bool, definitions_file: Optional[str],
+                     first_load_timeout: float) -> None:
+        opts = self.options
+        self._definitions: SnapshotHolder[Snapshot] = SnapshotHolder(Snapshot.empty())
+        self._definitions_file = definitions_file
+        self._poller: Optional[Poller[Snapshot]] = None
+        self._remote: Optional[RemoteFlagsRequester] = None
+        wait_ready: Callable[[float], bool] = _always_ready
+        if definitions_file is not None:
+            # Offline mode: definitions from a file, never polled, no remote calls.
+            self._definitions.swap(load_definitions_file(definitions_file))
+        else:
+            if not self.disabled:
+                self._remote = RemoteFlagsRequester(
+                    self.transport, opts.project_api_key,
+                    timeout=opts.feature_flags_request_timeout_seconds,
+                    disable_geoip=opts.disable_geoip)
+            if opts.personal_api_key and enable_local_evaluation and not self.disabled:
+                requester = DefinitionsRequester(self.transport, opts.project_api_key,
+                                                 opts.personal_api_key)
+                self._poller = Poller(requester.fetch, parse_definitions, self._definitions,
+                                      Snapshot.empty(), interval=opts.poll_interval)
+                self._poller.start()
+                wait_ready = self._poller.wait_ready
+        self._flags = FlagService(
+            snapshot=self._definitions.get,
+            remote=None if self._remote is None else self._ask_server,
+            emit_called=self._emit_flag_called, wait_ready=wait_ready,
+            first_load_timeout=first_load_timeout)
+
+    def _ask_server(self, ctx: EvaluationContext, keys: Optional[Sequence[str]]) -> RemoteFlags:
+        assert self._remote is not None
+        return self._remote.evaluate(
+            ctx.distinct_id, groups=ctx.groups, person_properties=ctx.person_properties,
+            group_properties=ctx.group_properties, device_id=ctx.device_id, keys=keys)
+
+    def _emit_flag_called(self, distinct_id: str, properties: Dict[str, Any],
+                          groups: Mapping[str, str]) -> None:
+        self.capture("$feature_flag_called", distinct_id=distinct_id, properties=properties,
+                     groups=groups or None)
+
+    def _flag_context(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
+                      group_properties: Any, device_id: Any) -> EvaluationContext:
+        if key is not None and (not isinstance(key, str) or not key):
+            raise errors.EventError(f"a flag key must be a non-empty string, not "
+                                    f"{_describe(key)}")
+        owner = _resolve_distinct_id(distinct_id, current_scope().distinct_id)
+        if owner is None:
+            raise errors.EventError("a distinct_id (argument or context) is needed for flags")
+        gprops = _check_mapping("group_properties", group_properties) or {}
+        poller = self._poller
+        if poller is not None and poller.needs_start:
+            poller.start()  # a forked child polls on its own thread
+        return EvaluationContext(
+            distinct_id=owner, groups=_check_groups(groups) or {},
+            person_properties=_check_mapping("person_properties", person_properties) or {},
+            group_properties={str(k): _check_mapping("group_properties", v) or {}
+                              for k, v in gprops.items()},
+            device_id=None if device_id is None else _to_id(device_id))
+
+    def _flag_failed(self, exc: Exception, what: str) -> None:
+        if self.options.debug:
+            raise exc
+        log.warning("productos: %s failed: %s", what, redact(str(exc)))
+        self._call_on_error(exc, [])
+
+    def get_feature_flag_result(self, key: str, distinct_id: Any = None, *, groups: Any = None,
+                                person_properties: Any = None, group_properties: Any = None,
+                                device_id: Any = None, only_evaluate_locally: bool = False,
+                                send_feature_flag_events: bool = True
+                                ) -> Optional[FlagResult]:
+        """Evaluate one flag and return the full result: value, variant, payload and reason."""
+        if self.disabled:
+            return None
+        try:
+            ctx = self._flag_context(key, distinct_id, groups, person_properties,
+                                     group_properties, device_id)
+            return self._flags.result(key, ctx, only_local=only_evaluate_locally,
+                                      send_event=send_feature_flag_events)
+        except Exception as exc:
+            self._flag_failed(exc, f"evaluating flag {_describe(key)}")
+            return None
+
+    def get_feature_flag(self, key: str, distinct_id: Any = None, **kwargs: Any
+                         ) -> Union[bool, str, None]:
+        """Return a flag's value: True/False, the variant key, or None when unknown."""
+        result = self.get_feature_flag_result(key, distinct_id, **kwargs)
+        return None if result is None else result.value
+
+    def feature_enabled(self, key: str, distinct_id: Any = None, **kwargs: Any
+                        ) -> Optional[bool]:
+        """Return whether a flag is on for this person (None when it cannot be known)."""
+        value = self.get_feature_flag(key, distinct_id, **kwargs)
+        return None if value is None else bool(value)
+
+    def get_feature_flag_payload(self, key: str, distinct_id: Any = None, *,
+                                 match_value: Any = None, **kwargs: Any) -> Any:
+        """Return the decoded payload of the flag's value for this person, if any."""
+        if match_value is not None:
+            payload = payload_for(self._definitions.get(), key, match_value)
+            if payload is not None:
+                return payload
+        kwargs.setdefault("send_feature_flag_events", False)
+        result = self.get_feature_flag_result(key, distinct_id, **kwargs)
+        return None if result is None else result.payload
+
+    def get_all_flags_results(self, distinct_id: Any = None, *, groups: Any = None,
+                              person_properties: Any = None, group_properties: Any = None,
+                              device_id: Any = None, only_evaluate_locally: bool = False
+                              ) -> Optional[Dict[str, FlagResult]]:
+        """Evaluate every flag (at most one remote request) and return the full results."""
+        if self.disabled:
+            return None
+        try:
+            ctx = self._flag_context(None, distinct_id, groups, person_properties,
+                                     group_properties, device_id)
+            return self._flags.all_results(ctx, only_local=only_evaluate_locally)
+        except Exception as exc:
+            self._flag_failed(exc, "evaluating all flags")
+            return None
+
+    def get_all_flags(self, distinct_id: Any = None, **kwargs: Any
+                      ) -> Optional[Dict[str, Union[bool, str]]]:
+        """Return every flag's known value for this person."""
+        results = self.get_all_flags_results(distinct_id, **kwargs)
+        if results is None:
+            return None
+        return {key: r.value for key, r in results.items() if r.value is not None}
+
+    def get_all_flags_and_payloads(self, distinct_id: Any = None, **kwargs: Any
+                                   ) -> Dict[str, Dict[str, Any]]:
+        """Return ``{"featureFlags": {...}, "featureFlagPayloads": {...}}`` for this person."""
+        results = self.get_all_flags_results(distinct_id, **kwargs) or {}
+        return {
+            "featureFlags": {k: r.value for k, r in results.items() if r.value is not None},
+            "featureFlagPayloads": {k: r.payload for k, r in results.items()
+                                    if r.payload is not None and r.value},
+        }
+
+    def load_feature_flags(self) -> bool:
+        """Fetch definitions now (or re-read the file); return True if they are loaded."""
+        try:
+            if self._definitions_file is not None:
+                self._definitions.swap(load_definitions_file(self._definitions_file))
+                return True
+            if self._poller is None:
+                log.warning("productos: load_feature_flags() needs personal_api_key")
+                return False
+            return self._poller.poll_once().state is SourceState.VALID
+        except Exception as exc:
+            self._flag_failed(exc, "loading flag definitions")
+            return False
+
+    def feature_flag_definitions(self) -> Optional[Mapping[str, Any]]:
+        """Return the raw definitions in force (None before the first load)."""
+        snap = self._definitions.get()
+        return snap.raw if snap.loaded else None
+
+    def flag_definitions_status(self) -> Optional[SourceStatus]:
+        """Return the state of the definitions poller (None when there is none)."""
+        return None if self._poller is None else self._poller.status
+
+    def _with_flag_properties(self, props: Optional[Mapping[str, Any]], flags: Any,
+                              distinct_id: Optional[str],
+                              groups: Optional[Mapping[str, str]]) -> Dict[str, Any]:
+        if flags is None:
+            if distinct_id is None:
+                return dict(props or {})
+            values = self.get_all_flags(distinct_id, groups=groups,
+                                        only_evaluate_locally=True) or {}
+        else:
+            given = _check_mapping("flags", flags) or {}
+            values = {str(k): (v.value if isinstance(v, FlagResult) else v)
+                      for k, v in given.items()}
+        merged: Dict[str, Any] = {f"$feature/{k}": v for k, v in values.items() if v is not None}
+        merged["$active_feature_flags"] = sorted(k for k, v in values.items()
+                                                 if v not in (None, False))
+        merged.update(props or {})
+        return merged
+
     # --- lifecycle ----------------------------------------------------------------------
 
     def flush(self, timeout: Optional[float] = 10.0) -> bool:
@@ -307,6 +517,8 @@ class Client:
         _lifecycle.untrack(self)
         if self._autocapture is not None:
             self._autocapture.uninstall()
+        if self._poller is not None:
+            self._poller.stop()
         try:
             done = self._consumer.shutdown(timeout)
         except Exception as exc:
@@ -339,6 +551,9 @@ class Client:
 
     def _reset_after_fork(self) -> None:
         self._consumer.reinit_after_fork()
+        if self._poller is not None:
+            self._poller.reset_after_fork()
+        self._flags.deduper.reset()
         self._sync_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
 
@@ -498,3 +713,8 @@ def _as_message(item: Any) -> Any:
         except ValueError:
             return item
     return item
+
+
+def _always_ready(timeout: float) -> bool:
+    """Definitions that never load over the network are ready at once."""
+    return True

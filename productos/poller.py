@@ -9,6 +9,7 @@ sees half an update and none takes a lock.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import random
 import threading
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
+from productos.errors import ConfigurationError
 from productos.remote import DefinitionsFetch
 
 log = logging.getLogger("productos")
@@ -164,3 +166,30 @@ class Poller(Generic[S]):
     def _set(self, state: SourceState, error: Optional[str]) -> None:
         if self.status.state is not state or self.status.last_error != error:
             self.status = SourceStatus(state, error, time.monotonic())
+
+
+def load_definitions_file(path: str) -> Any:
+    """Parse a definitions JSON file (the body of the definitions endpoint) into a snapshot.
+
+    A file that is missing or not JSON is a configuration mistake: it raises
+    ``ConfigurationError`` (a ``ValueError``) at once rather than serving no flags quietly.
+    """
+    from productos.definitions import parse_definitions
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read flag definitions from {path}: {exc}") from exc
+    if not isinstance(data, Mapping) or not isinstance(data.get("flags"), list):
+        raise ConfigurationError(f"{path} is not a flag definitions document (no 'flags' list)")
+    return parse_definitions(data)
+
+
+def payload_for(snapshot: Any, key: str, value: Any) -> Any:
+    """Return the decoded payload a flag has for value (True or a variant key), if any."""
+    flag = snapshot.flags.get(key)
+    if flag is None or value is None or value is False:
+        return None
+    payload = flag.payloads.get("true" if value is True else str(value))
+    return None if payload is None else payload.decoded()

@@ -1,0 +1,184 @@
+"""Flag orchestration with injected fakes: local first, the server only when it must."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import pytest
+
+from productos.definitions import Snapshot, parse_definitions
+from productos.flag_service import FlagService, called_event_properties, flags_for_event
+from productos.flags import EvaluationContext, InconclusiveReason, ReasonCode
+from productos.remote import RemoteFlags, parse_flags_response
+
+DEFINITIONS = json.loads((Path(__file__).parent / "data" / "sample_definitions.json").read_text())
+
+
+class Harness:
+    def __init__(self, snapshot: Snapshot, answer: Optional[RemoteFlags] = None) -> None:
+        self.snapshot = snapshot
+        self.answer = answer or RemoteFlags()
+        self.remote_calls: List[Optional[Sequence[str]]] = []
+        self.events: List[tuple] = []
+        self.service = FlagService(snapshot=lambda: self.snapshot, remote=self.remote,
+                                   emit_called=lambda *a: self.events.append(a),
+                                   wait_ready=lambda timeout: True)
+
+    def remote(self, ctx: EvaluationContext, keys: Optional[Sequence[str]]) -> RemoteFlags:
+        self.remote_calls.append(keys)
+        return self.answer
+
+
+def server_says(flags: dict, **extra: Any) -> RemoteFlags:
+    return parse_flags_response({"flags": flags, "requestId": "req-1", **extra})
+
+
+@pytest.fixture
+def loaded() -> Harness:
+    return Harness(parse_definitions(DEFINITIONS))
+
+
+def ctx(**kwargs: Any) -> EvaluationContext:
+    return EvaluationContext(distinct_id=kwargs.pop("distinct_id", "user-1"), **kwargs)
+
+
+def test_a_conclusive_local_answer_never_calls_the_server(loaded):
+    result = loaded.service.result("simple", ctx())
+    assert result.value is True and result.locally_evaluated
+    assert loaded.remote_calls == []
+
+
+def test_missing_property_falls_back_to_the_server_for_that_key_only(loaded):
+    loaded.answer = server_says({"beta": {"key": "beta", "enabled": True, "variant": None,
+                                          "metadata": {"id": 2, "version": 1,
+                                                       "payload": "{\"color\": \"blue\"}"},
+                                          "reason": {"code": "condition_match",
+                                                     "description": "Matched condition set 1"}}})
+    result = loaded.service.result("beta", ctx())
+    assert loaded.remote_calls == [["beta"]]
+    assert result.value is True and not result.locally_evaluated
+    assert result.payload == {"color": "blue"}
+    assert result.reason.code is ReasonCode.REMOTE
+    assert result.reason.inconclusive is InconclusiveReason.MISSING_CONTEXT  # why it fell back
+
+
+def test_only_local_reports_unknown_with_the_reason(loaded):
+    result = loaded.service.result("beta", ctx(), only_local=True)
+    assert result.value is None
+    assert result.reason.inconclusive is InconclusiveReason.MISSING_CONTEXT
+    assert loaded.remote_calls == []
+
+
+def test_static_cohort_needs_the_server(loaded):
+    loaded.answer = server_says({"static-cohort": {"key": "static-cohort", "enabled": False}})
+    result = loaded.service.result("static-cohort", ctx())
+    assert loaded.remote_calls == [["static-cohort"]]
+    assert result.value is False
+
+
+@pytest.mark.parametrize("answer, error", [
+    (RemoteFlags(error="timeout"), "timeout"),
+    (RemoteFlags(error="api_error_500"), "api_error_500"),
+    (parse_flags_response({"flags": {}, "quotaLimited": ["feature_flags"]}), "quota_limited"),
+    (parse_flags_response({"flags": {}, "errorsWhileComputingFlags": True}),
+     "errors_while_computing_flags"),
+    (parse_flags_response({"flags": {}}), "flag_missing"),
+])
+def test_a_failed_fallback_is_unknown_never_false(loaded, answer, error):
+    loaded.answer = answer
+    result = loaded.service.result("beta", ctx())
+    assert result.value is None
+    assert result.reason.code is ReasonCode.ERROR and result.reason.error == error
+    props = loaded.events[0][1]
+    assert props["$feature_flag_error"] == error
+
+
+def test_nothing_loaded_goes_to_the_server():
+    harness = Harness(Snapshot.empty(), server_says({"simple": {"key": "simple",
+                                                                "enabled": True}}))
+    assert harness.service.result("simple", ctx()).value is True
+    assert harness.remote_calls == [["simple"]]
+
+
+def test_bulk_evaluation_makes_at_most_one_remote_request(loaded):
+    loaded.answer = server_says({
+        "beta": {"key": "beta", "enabled": False},
+        "static-cohort": {"key": "static-cohort", "enabled": True},
+        "simple": {"key": "simple", "enabled": False},  # local answers win where conclusive
+    })
+    results = loaded.service.all_results(ctx())
+    assert len(loaded.remote_calls) == 1 and loaded.remote_calls[0] is None
+    assert results["simple"].value is True and results["simple"].locally_evaluated
+    assert results["beta"].value is False and not results["beta"].locally_evaluated
+    assert results["static-cohort"].value is True
+    assert results["off"].value is False
+    assert results["multi"].value in ("control", "test")
+
+
+def test_bulk_evaluation_local_only_makes_no_request(loaded):
+    results = loaded.service.all_results(ctx(), only_local=True)
+    assert loaded.remote_calls == []
+    assert results["beta"].value is None
+
+
+def test_feature_flag_called_properties_and_deduplication(loaded):
+    loaded.service.result("multi", ctx())
+    loaded.service.result("multi", ctx())  # same person, flag, value: no second event
+    loaded.service.result("multi", ctx(distinct_id="user-2"))
+    assert len(loaded.events) == 2
+    distinct_id, props, groups = loaded.events[0]
+    value = props["$feature_flag_response"]
+    assert distinct_id == "user-1" and groups == {}
+    assert props["$feature_flag"] == "multi"
+    assert props["$feature/multi"] == value
+    assert props["locally_evaluated"] is True
+    assert props["$feature_flag_id"] == 3 and props["$feature_flag_version"] == 1
+    assert props["$feature_flag_payload"] == {"x": 0 if value == "control" else 1}
+    assert props["$feature_flag_reason"]
+    assert "$feature_flag_error" not in props
+
+
+def test_no_event_when_not_asked(loaded):
+    loaded.service.result("simple", ctx(), send_event=False)
+    assert loaded.events == []
+
+
+def test_deduplication_memory_is_bounded():
+    harness = Harness(parse_definitions(DEFINITIONS))
+    harness.service.deduper._max = 100
+    for i in range(1_000):
+        harness.service.result("simple", ctx(distinct_id=f"user-{i}"))
+    assert len(harness.service.deduper._seen) == 100
+    harness.service.result("simple", ctx(distinct_id="user-0"))  # evicted long ago: sent again
+    assert len(harness.events) == 1_001
+
+
+def test_flags_for_event_lists_active_flags_sorted(loaded):
+    results = loaded.service.all_results(ctx(), only_local=True)
+    props, active = flags_for_event(results)
+    assert props["$feature/simple"] is True and props["$feature/off"] is False
+    assert "$feature/beta" not in props  # unknown values are left out
+    assert active == sorted(active) and "simple" in active and "off" not in active
+
+
+def test_called_event_for_a_remote_result_names_the_request(loaded):
+    loaded.answer = server_says({"beta": {"key": "beta", "enabled": True}})
+    result = loaded.service.result("beta", ctx())
+    props = called_event_properties(result, "req-1")
+    assert props["$feature_flag_request_id"] == "req-1"
+    assert props["locally_evaluated"] is False
+
+
+def test_internal_error_text_never_becomes_the_event_error():
+    from dataclasses import replace
+
+    from productos.flag_service import called_event_error
+    from productos.flags import evaluate
+
+    result = evaluate(parse_definitions(DEFINITIONS), "simple", ctx())
+    broken = replace(result, value=None,
+                     reason=replace(result.reason, code=ReasonCode.ERROR,
+                                    error="TypeError: something internal"))
+    assert called_event_error(broken) == "unknown_error"

@@ -1,0 +1,247 @@
+"""Definitions: the requester's exact requests, and the poller's handling of each answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import responses
+
+from productos import errors
+from productos.definitions import Snapshot, parse_definitions
+from productos.poller import (
+    Poller,
+    SnapshotHolder,
+    SourceState,
+    load_definitions_file,
+    payload_for,
+)
+from productos.remote import (
+    DefinitionsFetch,
+    DefinitionsRequester,
+    RemoteFlagsRequester,
+    parse_flags_response,
+)
+from productos.transport import Transport
+
+HOST = "https://flags.example.test"
+DATA = Path(__file__).parent / "data" / "sample_definitions.json"
+DEFINITIONS = json.loads(DATA.read_text())
+
+
+# --- the requester (exact requests, with `responses`) ---------------------------------
+
+
+@responses.activate
+def test_definitions_request_shape_and_etag():
+    responses.get(f"{HOST}/flags/definitions", json=DEFINITIONS, headers={"ETag": '"v1"'})
+    responses.get(f"{HOST}/flags/definitions", status=304)
+    requester = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal")
+    first = requester.fetch()
+    second = requester.fetch()
+    assert first.outcome == "ok" and first.data == DEFINITIONS and first.etag == '"v1"'
+    assert second.outcome == "not_modified"
+    call1, call2 = responses.calls
+    assert call1.request.headers["Authorization"] == "Bearer phx_personal"
+    assert "If-None-Match" not in call1.request.headers
+    assert call2.request.headers["If-None-Match"] == '"v1"'
+    assert "token=phc_project" in call1.request.url and "send_cohorts" in call1.request.url
+
+
+@responses.activate
+def test_definitions_fall_back_to_the_legacy_path_on_404():
+    responses.get(f"{HOST}/flags/definitions", status=404)
+    responses.get(f"{HOST}/api/feature_flag/local_evaluation/", json=DEFINITIONS)
+    requester = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal")
+    assert requester.fetch().outcome == "ok"
+    assert requester.fetch().outcome == "ok"
+    paths = [c.request.path_url.split("?")[0] for c in responses.calls]
+    assert paths == ["/flags/definitions", "/api/feature_flag/local_evaluation/",
+                     "/api/feature_flag/local_evaluation/"]  # remembered
+
+
+@pytest.mark.parametrize("status, outcome", [
+    (401, "unauthorized"), (403, "unauthorized"), (402, "quota_limited"), (500, "error"),
+])
+@responses.activate
+def test_definitions_statuses_are_classified(status, outcome):
+    responses.get(f"{HOST}/flags/definitions", status=status, json={"detail": "no"})
+    fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_secret_key").fetch()
+    assert fetch.outcome == outcome
+    assert "phx_secret_key" not in str(fetch.error)
+
+
+@responses.activate
+def test_definitions_network_failure_is_an_error_outcome():
+    responses.get(f"{HOST}/flags/definitions",
+                  body=requests.exceptions.ConnectionError("refused"))
+    fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal").fetch()
+    assert fetch.outcome == "error" and isinstance(fetch.error, errors.ConnectError)
+
+
+@responses.activate
+def test_remote_flags_request_shape():
+    responses.post(f"{HOST}/flags/?v=2", json={"flags": {}, "requestId": "r"})
+    requester = RemoteFlagsRequester(Transport(HOST), "phc_project", timeout=3)
+    requester.evaluate("user-1", groups={"company": "acme"},
+                       person_properties={"plan": "pro"},
+                       group_properties={"company": {"size": 5}, "unused": {"a": 1}},
+                       device_id="dev-1", keys=["beta"])
+    [call] = responses.calls
+    body = json.loads(call.request.body)
+    assert body["api_key"] == "phc_project" and body["distinct_id"] == "user-1"
+    assert body["groups"] == {"company": "acme"}
+    assert body["person_properties"] == {"plan": "pro"}
+    assert body["group_properties"] == {"company": {"$group_key": "acme", "size": 5}}
+    assert body["device_id"] == "dev-1" and body["flag_keys_to_evaluate"] == ["beta"]
+    assert body["geoip_disable"] is True
+    assert "Authorization" not in call.request.headers
+
+
+@responses.activate
+def test_remote_flags_retry_once_on_502_and_timeouts():
+
+    responses.post(f"{HOST}/flags/?v=2", status=502)
+    responses.post(f"{HOST}/flags/?v=2", json={"flags": {"a": {"key": "a", "enabled": True}}})
+    requester = RemoteFlagsRequester(Transport(HOST), "phc_project")
+    answer = requester.evaluate("u", groups={}, person_properties={}, group_properties={})
+    assert answer.flags["a"]["enabled"] is True and len(responses.calls) == 2
+    responses.reset()
+    responses.post(f"{HOST}/flags/?v=2", body=requests.exceptions.ReadTimeout("slow"))
+    answer = requester.evaluate("u", groups={}, person_properties={}, group_properties={})
+    assert answer.error == "timeout" and len(responses.calls) == 2
+    responses.reset()
+    responses.post(f"{HOST}/flags/?v=2", status=500)
+    answer = requester.evaluate("u", groups={}, person_properties={}, group_properties={})
+    assert answer.error == "api_error_500" and len(responses.calls) == 1
+
+
+def test_v1_and_v2_responses_normalise_alike():
+    v1 = parse_flags_response({"featureFlags": {"a": True, "b": "test", "c": False},
+                               "featureFlagPayloads": {"b": "{\"x\": 1}"}})
+    assert v1.flags["a"]["enabled"] is True
+    assert v1.flags["b"]["variant"] == "test" and v1.flags["b"]["metadata"]["payload"]
+    assert v1.flags["c"]["enabled"] is False
+    assert parse_flags_response("nonsense").error == "api_error_invalid_body"
+
+
+# --- the poller (fake fetch) ---------------------------------
+
+
+class ScriptedFetch:
+    def __init__(self, *answers: DefinitionsFetch) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def __call__(self) -> DefinitionsFetch:
+        self.calls += 1
+        answer = self.answers.pop(0) if self.answers else DefinitionsFetch("not_modified")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def make_poller(fetch):
+    holder = SnapshotHolder(Snapshot.empty())
+    return Poller(fetch, parse_definitions, holder, Snapshot.empty(), interval=30), holder
+
+
+def test_ok_swaps_in_a_new_snapshot_and_304_keeps_it():
+    poller, holder = make_poller(ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS),
+                                               DefinitionsFetch("not_modified")))
+    assert poller.poll_once().state is SourceState.VALID
+    first = holder.get()
+    assert first.loaded and "beta" in first.flags
+    assert poller.poll_once().state is SourceState.VALID
+    assert holder.get() is first
+
+
+def test_401_clears_definitions_with_one_clear_log_line(caplog):
+    error = errors.AuthenticationError(401, "bad key")
+    poller, holder = make_poller(ScriptedFetch(
+        DefinitionsFetch("ok", data=DEFINITIONS),
+        DefinitionsFetch("unauthorized", error=error),
+        DefinitionsFetch("unauthorized", error=error)))
+    poller.poll_once()
+    with caplog.at_level(logging.ERROR, logger="productos"):
+        poller.poll_once()
+        status = poller.poll_once()
+    assert status.state is SourceState.OFF and not holder.get().loaded
+    lines = [r for r in caplog.records if "personal_api_key" in r.getMessage()]
+    assert len(lines) == 1
+
+
+def test_402_clears_definitions():
+    poller, holder = make_poller(ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS),
+                                               DefinitionsFetch("quota_limited")))
+    poller.poll_once()
+    assert poller.poll_once().state is SourceState.OFF and not holder.get().loaded
+
+
+def test_other_failures_keep_the_last_good_snapshot():
+    poller, holder = make_poller(ScriptedFetch(
+        DefinitionsFetch("ok", data=DEFINITIONS),
+        DefinitionsFetch("error", error=errors.ConnectError("down")),
+        RuntimeError("a bug in a fetcher")))
+    poller.poll_once()
+    good = holder.get()
+    assert poller.poll_once().state is SourceState.INTERRUPTED
+    assert poller.poll_once().state is SourceState.INTERRUPTED  # survived the exception
+    assert holder.get() is good
+
+
+def test_wait_ready_returns_after_the_first_attempt_even_if_it_failed():
+    gate = threading.Event()
+
+    def slow_fetch() -> DefinitionsFetch:
+        gate.wait(5)
+        return DefinitionsFetch("error", error=errors.TimeoutError("slow"))
+
+    poller, _ = make_poller(slow_fetch)
+    poller.start()
+    assert poller.wait_ready(0.05) is False  # bounded: the caller does not wait 10 s
+    gate.set()
+    assert poller.wait_ready(5) is True
+    poller.stop()
+
+
+def test_the_loop_polls_until_stopped():
+    fetch = ScriptedFetch()
+    holder = SnapshotHolder(Snapshot.empty())
+    poller = Poller(fetch, parse_definitions, holder, Snapshot.empty(), interval=0.01,
+                    jitter=0.5)
+    poller.start()
+    poller.start()  # idempotent
+    deadline = time.monotonic() + 5
+    while fetch.calls < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    poller.stop()
+    calls = fetch.calls
+    assert calls >= 5
+    time.sleep(0.05)
+    assert fetch.calls == calls
+
+
+# --- offline definitions file ---------------------------------
+
+
+def test_definitions_file_loads_and_bad_files_are_configuration_errors(tmp_path):
+    snapshot = load_definitions_file(str(DATA))
+    assert snapshot.loaded and payload_for(snapshot, "beta", True) == {"color": "blue"}
+    assert payload_for(snapshot, "multi", "test") == {"x": 1}
+    assert payload_for(snapshot, "multi", False) is None
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError):
+        load_definitions_file(str(bad))
+    with pytest.raises(ValueError):
+        load_definitions_file(str(tmp_path / "missing.json"))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text("[1, 2]")
+    with pytest.raises(ValueError):
+        load_definitions_file(str(wrong))
