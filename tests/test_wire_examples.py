@@ -188,10 +188,33 @@ def test_groupidentify_without_a_distinct_id_uses_a_deterministic_owner():
     assert event["properties"]["$group_set"] == {"name": "Example Corp"}
 
 
-@pytest.mark.skip(reason="flags_request: productos has no public API for remote /flags yet "
-                         "(protocol.md §3 is a later issue); cover it when one exists")
 def test_flags_request():
-    raise AssertionError("not reached")
+    """The remote /flags request matches the example; ``$group_key`` is added (protocol §3)."""
+    from productos.remote import RemoteFlagsRequester
+    from productos.transport import Transport
+
+    example = EXAMPLES["flags_request"]
+    body = example["body"]
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, example["url"], json={"flags": {}})
+        requester = RemoteFlagsRequester(Transport(HOST), API_KEY, timeout=example["timeout"],
+                                          disable_geoip=body["geoip_disable"])
+        requester.evaluate(body["distinct_id"], groups=body["groups"],
+                           person_properties=body["person_properties"],
+                           group_properties=body["group_properties"],
+                           device_id=body["device_id"], keys=body["flag_keys_to_evaluate"])
+        (call,) = rsps.calls
+    assert call.request.url == example["url"]
+    assert call.request.headers["Content-Type"] == example["headers"]["Content-Type"]
+    assert call.request.headers["User-Agent"] == f"productos-python/{VERSION}"
+    sent = json.loads(call.request.body)
+    assert _ts(sent.pop("sent_at")).utcoffset() == dt.timedelta(0)
+    expected = copy.deepcopy(body)
+    expected.pop("sent_at")
+    for group_type, group_key in body["groups"].items():
+        # protocol.md §3 (and posthog 7.91's flag methods) add the group key for each group
+        expected["group_properties"][group_type]["$group_key"] = group_key
+    assert sent == expected
 
 
 @pytest.mark.skip(reason="exception_event: Client.capture_exception / $exception events "
