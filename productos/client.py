@@ -546,7 +546,8 @@ class Client:
         self.flush(None)
 
     def _shutdown_at_exit(self) -> None:
-        if not self._is_shut_down and self._consumer.queued:
+        # Always: a batch in flight or waiting to retry is as unsent as a queued one.
+        if not self._is_shut_down:
             self.shutdown(self.options.shutdown_timeout)
 
     def _reset_after_fork(self) -> None:

@@ -232,3 +232,17 @@ def test_a_client_created_before_fork_works_in_the_child(live_server):
     names = sorted(e["event"] for e in live_server.events)
     # the parent's queued event is sent once, by the parent; the child sends only its own
     assert names == ["child", "parent after fork", "parent before fork"]
+
+
+def test_a_batch_in_flight_or_retrying_at_exit_is_still_delivered(live_server):
+    live_server.enqueue(Respond(503))
+    result = run_script(live_server, """
+        import time
+        for i in range(10):
+            client.capture("retrying at exit", distinct_id=str(i))
+        time.sleep(0.3)  # the first attempt failed; the batch now waits to be retried
+        stats = client.stats()
+        assert stats["queued"] == 0, stats
+    """)
+    assert result.returncode == 0, result.stderr
+    assert len(set(live_server.uuids())) == 10

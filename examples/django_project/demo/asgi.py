@@ -1,0 +1,8 @@
+"""ASGI entry point: ``uvicorn demo.asgi:application`` serves the example async."""
+
+import os
+
+from django.core.asgi import get_asgi_application  # noqa: TID251
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
+application = get_asgi_application()

@@ -1,0 +1,12 @@
+"""URLs of the productos Django example."""
+
+from django.urls import path  # noqa: TID251
+
+from . import views
+
+urlpatterns = [
+    path("", views.index),
+    path("live/", views.live),
+    path("boom/", views.boom),
+    path("health/", views.health),
+]

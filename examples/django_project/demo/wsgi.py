@@ -1,0 +1,8 @@
+"""WSGI entry point: ``gunicorn demo.wsgi`` serves the example."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application  # noqa: TID251
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
+application = get_wsgi_application()
