@@ -235,14 +235,14 @@ def test_a_client_created_before_fork_works_in_the_child(live_server):
 
 
 def test_a_batch_in_flight_or_retrying_at_exit_is_still_delivered(live_server):
-    live_server.enqueue(Respond(503))
+    live_server.enqueue(RetryAfter(503, seconds=1.5))
     result = run_script(live_server, """
         import time
         for i in range(10):
             client.capture("retrying at exit", distinct_id=str(i))
-        time.sleep(0.3)  # the first attempt failed; the batch now waits to be retried
+        time.sleep(0.9)  # the first attempt failed; the batch now waits to be retried
         stats = client.stats()
-        assert stats["queued"] == 0, stats
+        assert stats["queued"] == 0 and stats["in_flight"] == 10, stats
     """)
     assert result.returncode == 0, result.stderr
     assert len(set(live_server.uuids())) == 10
