@@ -19,6 +19,9 @@ TEST_REQUIRES = [
     "ruff>=0.5",
     "gunicorn>=21; sys_platform != \"win32\"",
     "celery>=5.2",
+    "django>=4.2",
+    "flask>=2.2",
+    "djangorestframework>=3.14",
 ]
 
 setup(

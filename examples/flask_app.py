@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, jsonify  # noqa: TID251 - an integration example
+from flask import Flask, jsonify
 
 from productos.integrations.flask import Productos, productos_request
 

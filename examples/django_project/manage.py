@@ -6,6 +6,6 @@ import sys
 
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
-    from django.core.management import execute_from_command_line  # noqa: TID251
+    from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

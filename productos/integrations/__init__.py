@@ -1,0 +1,5 @@
+"""Framework integrations; each submodule imports its framework only when it is imported."""
+
+from productos.integrations._common import IntegrationNotAvailable
+
+__all__ = ["IntegrationNotAvailable"]

@@ -2,7 +2,7 @@
 
 import os
 
-from django.core.asgi import get_asgi_application  # noqa: TID251
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
 application = get_asgi_application()

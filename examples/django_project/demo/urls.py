@@ -1,6 +1,6 @@
 """URLs of the productos Django example."""
 
-from django.urls import path  # noqa: TID251
+from django.urls import path
 
 from . import views
 

@@ -1,6 +1,6 @@
 """Views of the example: a flag read, sync and async events, and an error that gets captured."""
 
-from django.http import HttpResponse, JsonResponse  # noqa: TID251
+from django.http import HttpResponse, JsonResponse
 
 
 def index(request):

@@ -8,12 +8,12 @@ from typing import Iterator
 import pytest
 
 try:
-    import django  # noqa: TID251
+    import django
 except ImportError:  # the test modules skip themselves
     django = None
 
 if django is not None:
-    from django.conf import settings  # noqa: TID251
+    from django.conf import settings
 
     if not settings.configured:
         from .project import settings as project_settings
@@ -34,7 +34,7 @@ def django_database() -> Iterator[None]:
     if django is None:
         yield
         return
-    from django.core.management import call_command  # noqa: TID251
+    from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
     yield

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("django")
 
 from asgiref.sync import iscoroutinefunction
-from django.contrib.auth import get_user_model  # noqa: TID251
-from django.test import AsyncClient, Client, override_settings  # noqa: TID251
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient, Client, override_settings
 
 from productos.context import current_scope
 from productos.integrations import django as integration
@@ -443,7 +443,7 @@ def test_events_reach_a_real_server(live_server: Any, configure: Any, user: Any)
 
 
 def test_app_config_builds_the_client_at_startup(live_server: Any, configure: Any) -> None:
-    from django.apps import apps  # noqa: TID251
+    from django.apps import apps
 
     configure(API_KEY="phc_boot", HOST=live_server.url)
     apps.get_app_config("productos").ready()

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("django")
 pytest.importorskip("rest_framework")
 
-from django.contrib.auth import get_user_model  # noqa: TID251
-from django.test import Client, override_settings  # noqa: TID251
+from django.contrib.auth import get_user_model
+from django.test import Client, override_settings
 
 from productos.integrations import drf
 

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("flask")
 
-from flask import Flask, abort, jsonify  # noqa: TID251
+from flask import Flask, abort, jsonify
 
 from productos.context import current_scope, get_context_distinct_id, get_tags
 from productos.integrations.flask import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path  # noqa: TID251
+from django.urls import path
 
 from . import views
 from .settings import HAS_DRF

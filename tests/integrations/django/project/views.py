@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404, HttpResponse, JsonResponse  # noqa: TID251
+from django.http import Http404, HttpResponse, JsonResponse
 
 from productos.context import get_context_distinct_id, get_context_session_id, get_tags
 from productos.integrations.django import get_client
