@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from productos.definitions import Snapshot, parse_definitions
 from productos.events import MAX_BATCH_BYTES, MAX_EVENT_BYTES, EventBuilder
 from productos.flag_service import FlagService
 from productos.flags import EvaluationContext, FlagResult
-from productos.options import Options, resolve_api_key, resolve_host
+from productos.options import ENV_PERSONAL_API_KEY, Options, resolve_api_key, resolve_host
 from productos.poller import (
     Poller,
     SnapshotHolder,
@@ -78,7 +79,8 @@ class Client:
         key = resolve_api_key(project_api_key, api_key)
         self.options = Options(
             project_api_key=key, host=resolve_host(host),
-            personal_api_key=personal_api_key or secret_key,
+            personal_api_key=(personal_api_key or secret_key
+                              or os.environ.get(ENV_PERSONAL_API_KEY) or None),
             flush_at=flush_at, flush_interval=flush_interval, max_queue_size=max_queue_size,
             max_batch_size=max_batch_size, max_queue_bytes=max_queue_bytes, on_full=on_full,
             block_timeout=block_timeout, max_concurrent_requests=max_concurrent_requests,
