@@ -297,7 +297,7 @@ class Client:
                 f"{MAX_EVENT_BYTES}")
             self._drop_one("too_large", exc, message)
             return None
-        uuid = str(message.get("uuid"))
+        uuid = message["uuid"]
         if not self.options.send:
             self.stats_counters.add_dropped("send_disabled", 1, before_queue=True)
             return uuid

@@ -264,9 +264,14 @@ def dumps(message: Mapping[str, Any]) -> Tuple[bytes, List[str]]:
     cycles, odd keys, unknown objects) goes through the slower sanitiser.
     """
     try:
-        return _encode_fast(message).encode("utf-8", "surrogatepass"), []
+        text = _encode_fast(message)
     except (ValueError, TypeError, RecursionError, _Unconvertible):
         pass
+    else:
+        try:
+            return text.encode("utf-8"), []
+        except UnicodeEncodeError:  # a lone surrogate: no valid UTF-8 for it, so replace it
+            return text.encode("utf-8", "replace"), ["a string held an unpaired surrogate"]
     problems: List[str] = []
     _, safe = sanitize(message, problems)
     text = json.dumps(safe, ensure_ascii=False, allow_nan=False, separators=(",", ":"))

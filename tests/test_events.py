@@ -166,3 +166,9 @@ def test_builder_without_system_properties():
     message = EventBuilder().build("$set", "u", None, system=False, top_level={"$set": {"a": 1}})
     assert "$os" not in message["properties"]
     assert message["$set"] == {"a": 1}
+
+
+def test_lone_surrogates_become_valid_utf8():
+    data, problems = dumps({"s": "bad \ud800 text"})
+    assert json.loads(data.decode("utf-8"))["s"] == "bad ? text"
+    assert problems
