@@ -22,6 +22,7 @@ TEST_REQUIRES = [
     "django>=4.2",
     "flask>=2.2",
     "djangorestframework>=3.14",
+    "selenium>=4.10",
 ]
 
 setup(
