@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import logging
 import uuid
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +35,16 @@ ids = st.one_of(st.text(max_size=30), st.none(), st.integers(), st.uuids(), st.f
 
 SENDER = RecordingSender()
 CLIENT = productos.Client("phc_fuzz", sender=SENDER, flush_interval=0.05)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shut_the_client_down():
+    yield
+    logging.getLogger("productos").disabled = True  # the drop summary is expected here
+    try:
+        CLIENT.shutdown(5)
+    finally:
+        logging.getLogger("productos").disabled = False
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
