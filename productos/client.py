@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
 from productos import _lifecycle, errors, exceptions
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 from productos.transport import BatchOutcome, BatchSender, RetryPolicy, Transport, redact
 
 log = logging.getLogger("productos")
+
+_NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
+_new_object = object.__new__
 
 _UNSET: Any = object()
 
@@ -360,22 +364,44 @@ class Client:
 
     def _flag_context(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
                       group_properties: Any, device_id: Any) -> EvaluationContext:
-        if key is not None and (not isinstance(key, str) or not key):
+        if key is not None and (type(key) is not str or not key):
             raise errors.EventError(f"a flag key must be a non-empty string, not "
                                     f"{_describe(key)}")
-        owner = _resolve_distinct_id(distinct_id, current_scope().distinct_id)
-        if owner is None:
-            raise errors.EventError("a distinct_id (argument or context) is needed for flags")
-        gprops = _check_mapping("group_properties", group_properties) or {}
+        if type(distinct_id) is str and distinct_id:  # the common case, without the context
+            owner: Optional[str] = distinct_id
+        else:
+            owner = _resolve_distinct_id(distinct_id, current_scope().distinct_id)
+            if owner is None:
+                raise errors.EventError("a distinct_id (argument or context) is needed for flags")
         poller = self._poller
         if poller is not None and poller.needs_start:
             poller.start()  # a forked child polls on its own thread
-        return EvaluationContext(
-            distinct_id=owner, groups=_check_groups(groups) or {},
-            person_properties=_check_mapping("person_properties", person_properties) or {},
-            group_properties={str(k): _check_mapping("group_properties", v) or {}
-                              for k, v in gprops.items()},
-            device_id=None if device_id is None else _to_id(device_id))
+        # The evaluator only reads these mappings, so plain dicts are passed through as they are.
+        if groups is None:
+            group_map: Mapping[str, str] = _NO_PROPERTIES
+        elif type(groups) is dict and all(
+                type(k) is str and type(v) is str for k, v in groups.items()):
+            group_map = groups
+        else:
+            group_map = _check_groups(groups) or _NO_PROPERTIES
+        if person_properties is None:
+            person_properties = _NO_PROPERTIES
+        elif type(person_properties) is not dict:
+            person_properties = _check_mapping("person_properties", person_properties)
+        if group_properties is None:
+            gprops: Mapping[str, Mapping[str, Any]] = _NO_PROPERTIES
+        else:
+            gprops = {str(k): _check_mapping("group_properties", v) or _NO_PROPERTIES
+                      for k, v in (_check_mapping("group_properties", group_properties)
+                                   or {}).items()}
+        context = _new_object(EvaluationContext)
+        # A frozen dataclass's __init__ costs one object.__setattr__ per field; this runs on
+        # every flag read, so the instance dict is filled in one step (no __post_init__).
+        context.__dict__.update(
+            distinct_id=owner, groups=group_map, person_properties=person_properties,
+            group_properties=gprops,
+            device_id=None if device_id is None else _to_id(device_id), now=None)
+        return context
 
     def _flag_failed(self, exc: Exception, what: str) -> None:
         if self.options.debug:
@@ -389,27 +415,43 @@ class Client:
                                 send_feature_flag_events: bool = True
                                 ) -> Optional[FlagResult]:
         """Evaluate one flag and return the full result: value, variant, payload and reason."""
+        return self._flag_result(key, distinct_id, groups, person_properties, group_properties,
+                                 device_id, only_evaluate_locally, send_feature_flag_events,
+                                 True)
+
+    def _flag_result(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
+                     group_properties: Any, device_id: Any, only_local: bool, send_event: bool,
+                     detail: bool) -> Optional[FlagResult]:
         if self.disabled:
             return None
         try:
             ctx = self._flag_context(key, distinct_id, groups, person_properties,
                                      group_properties, device_id)
-            return self._flags.result(key, ctx, only_local=only_evaluate_locally,
-                                      send_event=send_feature_flag_events)
+            return self._flags.result(key, ctx, only_local=only_local, send_event=send_event,
+                                      detail=detail)
         except Exception as exc:
             self._flag_failed(exc, f"evaluating flag {_describe(key)}")
             return None
 
-    def get_feature_flag(self, key: str, distinct_id: Any = None, **kwargs: Any
-                         ) -> Union[bool, str, None]:
+    def get_feature_flag(self, key: str, distinct_id: Any = None, *, groups: Any = None,
+                         person_properties: Any = None, group_properties: Any = None,
+                         device_id: Any = None, only_evaluate_locally: bool = False,
+                         send_feature_flag_events: bool = True) -> Union[bool, str, None]:
         """Return a flag's value: True/False, the variant key, or None when unknown."""
-        result = self.get_feature_flag_result(key, distinct_id, **kwargs)
+        result = self._flag_result(key, distinct_id, groups, person_properties,
+                                   group_properties, device_id, only_evaluate_locally,
+                                   send_feature_flag_events, False)
         return None if result is None else result.value
 
-    def feature_enabled(self, key: str, distinct_id: Any = None, **kwargs: Any
-                        ) -> Optional[bool]:
+    def feature_enabled(self, key: str, distinct_id: Any = None, *, groups: Any = None,
+                        person_properties: Any = None, group_properties: Any = None,
+                        device_id: Any = None, only_evaluate_locally: bool = False,
+                        send_feature_flag_events: bool = True) -> Optional[bool]:
         """Return whether a flag is on for this person (None when it cannot be known)."""
-        value = self.get_feature_flag(key, distinct_id, **kwargs)
+        result = self._flag_result(key, distinct_id, groups, person_properties,
+                                   group_properties, device_id, only_evaluate_locally,
+                                   send_feature_flag_events, False)
+        value = None if result is None else result.value
         return None if value is None else bool(value)
 
     def get_feature_flag_payload(self, key: str, distinct_id: Any = None, *,
@@ -438,13 +480,21 @@ class Client:
             self._flag_failed(exc, "evaluating all flags")
             return None
 
-    def get_all_flags(self, distinct_id: Any = None, **kwargs: Any
+    def get_all_flags(self, distinct_id: Any = None, *, groups: Any = None,
+                      person_properties: Any = None, group_properties: Any = None,
+                      device_id: Any = None, only_evaluate_locally: bool = False
                       ) -> Optional[Dict[str, Union[bool, str]]]:
-        """Return every flag's known value for this person."""
-        results = self.get_all_flags_results(distinct_id, **kwargs)
-        if results is None:
+        """Return every flag's known value for this person (at most one remote request)."""
+        if self.disabled:
             return None
-        return {key: r.value for key, r in results.items() if r.value is not None}
+        try:
+            ctx = self._flag_context(None, distinct_id, groups, person_properties,
+                                     group_properties, device_id)
+            values = self._flags.all_values(ctx, only_local=only_evaluate_locally)
+        except Exception as exc:
+            self._flag_failed(exc, "evaluating all flags")
+            return None
+        return {key: value for key, value in values.items() if value is not None}
 
     def get_all_flags_and_payloads(self, distinct_id: Any = None, **kwargs: Any
                                    ) -> Dict[str, Dict[str, Any]]:

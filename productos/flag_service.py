@@ -73,9 +73,13 @@ class FlagService:
         return snap
 
     def result(self, key: str, ctx: EvaluationContext, *, only_local: bool = False,
-               send_event: bool = True) -> FlagResult:
-        """Evaluate one flag, falling back to the server when local data cannot decide."""
-        local = flags.evaluate(self._current(), key, ctx)
+               send_event: bool = True, detail: bool = True) -> FlagResult:
+        """Evaluate one flag, falling back to the server when local data cannot decide.
+
+        ``detail=False`` skips the explanation trace and the payload: the value, variant and
+        reason code are the same, for callers that only want the value.
+        """
+        local = flags.evaluate(self._current(), key, ctx, detail=detail)
         result = local
         request_id = None
         if local.inconclusive and not only_local and self._remote is not None:
@@ -101,16 +105,33 @@ class FlagService:
                     results[key] = remote_result(key, answer, local)
         return results
 
+    def all_values(self, ctx: EvaluationContext, *,
+                   only_local: bool = False) -> Dict[str, Any]:
+        """Return every flag's value (None = unknown) the fastest way; one remote call at most."""
+        snap = self._current()
+        values = flags.evaluate_values(snap, ctx)
+        unknown = [key for key, value in values.items() if value is None]
+        if (unknown or not snap.loaded) and not only_local and self._remote is not None:
+            answer = self._remote(ctx, None)
+            for key in set(answer.flags).union(unknown):
+                if values.get(key) is None:
+                    values[key] = remote_result(key, answer, None).value
+        return values
+
     def _maybe_emit(self, result: FlagResult, ctx: EvaluationContext,
                     request_id: Optional[str]) -> None:
-        groups = dict(ctx.groups)
-        dedupe_key = (ctx.distinct_id, result.key, repr(result.value),
-                      tuple(sorted(groups.items())))
+        groups = ctx.groups
+        dedupe_key = (ctx.distinct_id, result.key, result.value,
+                      tuple(sorted(groups.items())) if groups else ())
         if not self.deduper.first_time(dedupe_key):
             return
         try:
+            if result.payload is None and result.locally_evaluated and result.value:
+                # A value-only evaluation skipped the payload; the event wants it.
+                result = replace(result, payload=flags.payload_of(self._snapshot(), result.key,
+                                                                  result.value))
             self._emit_called(ctx.distinct_id, called_event_properties(result, request_id),
-                              groups)
+                              dict(groups))
         except Exception:  # an event must never turn a flag read into an error
             log.exception("productos: could not queue $feature_flag_called")
 

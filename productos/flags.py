@@ -5,6 +5,10 @@ it cannot (an *inconclusive* result, which the caller resolves remotely). It doe
 logging, takes no locks and never raises: every outcome, including an internal error, comes back
 as a :class:`FlagResult` whose :class:`Reason` explains the decision condition by condition.
 
+When only the value matters, ``evaluate(..., detail=False)`` and ``evaluate_all(...,
+detail=False)`` give the same values and reason codes without the explanation or the payload
+(``payload_of`` fetches it), and ``evaluate_values`` returns just the values of every flag.
+
 The rules are those of PostHog's flags service as observed through its official Python SDK
 (``docs/protocol.md`` §4); the conformance vectors in ``tests/data`` pin them down.
 """
@@ -15,6 +19,8 @@ import datetime as _dt
 import functools
 import hashlib
 import json
+import math
+import struct
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
@@ -56,12 +62,15 @@ __all__ = [
     "ReasonCode",
     "evaluate",
     "evaluate_all",
+    "evaluate_values",
     "explain",
     "flag_hash",
+    "payload_of",
 ]
 
 _UTC = _dt.timezone.utc
 _LONG_SCALE = float(0xFFFFFFFFFFFFFFF)
+_isfinite = math.isfinite
 
 
 class InconclusiveReason(str, Enum):
@@ -146,7 +155,11 @@ class ConditionTrace(NamedTuple):
 
 @dataclass(frozen=True)
 class Reason:
-    """Why a flag has its value; ``trace`` holds every evaluated condition for :func:`explain`."""
+    """Why a flag has its value; ``trace`` holds every evaluated condition for :func:`explain`.
+
+    A value-only evaluation (``detail=False``) leaves ``trace``, ``bucket`` and
+    ``failed_filter`` empty and gives a fixed ``description`` for the outcome.
+    """
 
     code: ReasonCode
     condition_index: Optional[int] = None
@@ -164,7 +177,10 @@ class Reason:
 
 @dataclass(frozen=True)
 class FlagResult:
-    """A flag's value (None when unknown), variant, decoded payload and the reason for it."""
+    """A flag's value (None when unknown), variant, decoded payload and the reason for it.
+
+    ``payload`` is None after a value-only evaluation (``detail=False``); see :func:`payload_of`.
+    """
 
     key: str
     value: Union[bool, str, None]
@@ -253,17 +269,21 @@ def _result(
 _HOLDOUT_HASHER = hashlib.sha1(b"holdout-")
 
 
+_FIRST_64_BITS = struct.Struct(">Q").unpack_from  # the digest's first 8 bytes, big-endian
+
+
 def flag_hash(key: str, bucketing_value: str, salt: str = "") -> float:
     """The server's bucket in [0, 1]: first 60 bits of sha1(f"{key}.{bucketing_value}{salt}")."""
     digest = hashlib.sha1(f"{key}.{bucketing_value}{salt}".encode()).digest()
-    return (int.from_bytes(digest[:8], "big") >> 4) / _LONG_SCALE
+    return (_FIRST_64_BITS(digest)[0] >> 4) / _LONG_SCALE
 
 
 def _bucket(hasher: Any, text: str) -> float:
-    # The compiled flag holds sha1 already fed with f"{key}."; copying it skips re-hashing the key.
+    # The compiled flag holds sha1 already fed with f"{key}."; copying it skips re-hashing the
+    # key (measured: a little faster than a fresh sha1 over key + text, even for short keys).
     h = hasher.copy()
     h.update(text.encode())
-    return (int.from_bytes(h.digest()[:8], "big") >> 4) / _LONG_SCALE
+    return (_FIRST_64_BITS(h.digest())[0] >> 4) / _LONG_SCALE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +365,7 @@ def _match_text(spec: TextFilter, value: Any, ev: _Evaluation) -> Outcome:
         return _unsupported(spec)
     if text is None:
         return _UNUSABLE_VALUE
-    text = ascii_lower(text)
+    text = text.lower() if text.isascii() else ascii_lower(text)  # ascii_lower, inlined
     how = spec.how
     if how == "contains":
         hit = spec.needle in text
@@ -394,7 +414,16 @@ def _match_numeric(spec: NumericFilter, value: Any, ev: _Evaluation) -> Outcome:
     target = spec.number
     if target is None:
         return _unsupported(spec)
-    number = parse_number(value)
+    cls = value.__class__
+    if cls is float:  # the common JSON numbers first, exactly as parse_number reads them
+        number: Optional[float] = value if _isfinite(value) else None
+    elif cls is int:
+        try:
+            number = float(value)
+        except OverflowError:
+            number = None
+    else:
+        number = parse_number(value)
     if number is None:
         return False
     op = spec.operator
@@ -501,12 +530,16 @@ def _match_group(group: PropertyGroup, props: Mapping[str, Any], ev: _Evaluation
     is_and = group.is_and
     decisive: Optional[bool] = None
     undecided: Optional[_Undecided] = None
+    matchers = _PROPERTY_MATCHERS
     for negated, node in group.entries:
-        if isinstance(node, PropertyGroup):
+        matcher = matchers.get(node.__class__)
+        if matcher is not None:  # _match_spec(), inlined for the common case
+            outcome = matcher(node, props.get(node.key, _ABSENT), ev)
+        elif isinstance(node, PropertyGroup):
             outcome = _match_group(node, props, ev)
         else:
             outcome = _match_spec(node, props, ev)
-        if isinstance(outcome, bool):
+        if outcome is True or outcome is False:
             effective = outcome != negated
             if effective != is_and:
                 # AND found a non-match / OR found a match. Keep scanning only when a later
@@ -565,23 +598,32 @@ def _match_spec(spec: FilterSpec, props: Mapping[str, Any], ev: _Evaluation) -> 
 
 
 class _Evaluation:
-    """State of one evaluate()/evaluate_all() call: prepared properties, clock, dependency memo."""
+    """State of one evaluate()/evaluate_all()/evaluate_values() call.
 
-    __slots__ = ("_group_cache", "_now", "ctx", "implicit", "memo", "person", "snapshot", "stack")
+    Everything is created on first use: the person properties with ``distinct_id`` added
+    (only for flags whose filters read it), group properties with ``$group_key``, the clock,
+    and the dependency memo. ``root`` is the flag being evaluated at the top level; with
+    ``stack`` (the dependencies being evaluated below it) it detects cycles.
+    """
 
-    def __init__(self, snapshot: Snapshot, ctx: EvaluationContext, implicit: bool) -> None:
+    __slots__ = (
+        "_groups", "_now", "_person", "ctx", "fast", "implicit", "memo", "root", "snapshot",
+        "stack",
+    )  # fmt: skip
+
+    def __init__(
+        self, snapshot: Snapshot, ctx: EvaluationContext, implicit: bool, fast: bool
+    ) -> None:
         self.snapshot = snapshot
         self.ctx = ctx
         self.implicit = implicit
-        person = ctx.person_properties
-        if implicit and "distinct_id" not in person:
-            # The server knows the person's distinct_id; locally it must be supplied.
-            person = {**person, "distinct_id": ctx.distinct_id}
-        self.person: Mapping[str, Any] = person
-        self._group_cache: Dict[str, Optional[Mapping[str, Any]]] = {}
+        self.fast = fast  # value-only results (no trace, no payload), see _fast_flag
+        self.root: Optional[str] = None
+        self.memo: Optional[Dict[str, FlagResult]] = None
+        self.stack: Optional[Set[str]] = None
+        self._person: Optional[Mapping[str, Any]] = None
+        self._groups: Optional[Dict[str, Mapping[str, Any]]] = None
         self._now: Optional[_dt.datetime] = None
-        self.memo: Dict[str, FlagResult] = {}
-        self.stack: Set[str] = set()
 
     def now(self) -> _dt.datetime:
         """The evaluation time (aware), read once per call."""
@@ -590,40 +632,58 @@ class _Evaluation:
             self._now = now if now.tzinfo is not None else now.replace(tzinfo=_UTC)
         return self._now
 
-    def group_properties(self, group_type: str) -> Optional[Mapping[str, Any]]:
+    def person(self, flag: CompiledFlag) -> Mapping[str, Any]:
+        """The person properties ``flag`` sees: the caller's, plus ``distinct_id`` if it reads."""
+        person = self.ctx.person_properties
+        if flag.reads_distinct_id and self.implicit and "distinct_id" not in person:
+            # The server knows the person's distinct_id; locally it must be supplied. Only a
+            # flag that reads it pays for the copy, once per call.
+            if self._person is None:
+                self._person = {**person, "distinct_id": self.ctx.distinct_id}
+            return self._person
+        return person
+
+    def group_properties(self, group_type: str, flag: CompiledFlag) -> Optional[Mapping[str, Any]]:
         """A passed group's properties plus ``$group_key`` (raw mode: as given, maybe None)."""
-        if group_type in self._group_cache:
-            return self._group_cache[group_type]
         given = self.ctx.group_properties.get(group_type)
-        if self.implicit:
-            base = given or {}
-            if "$group_key" not in base:
-                base = {**base, "$group_key": self.ctx.groups[group_type]}
-            given = base
-        self._group_cache[group_type] = given
-        return given
+        if not self.implicit:
+            return given
+        base = given or _NO_PROPERTIES
+        if not flag.reads_group_key or "$group_key" in base:
+            return base
+        cache = self._groups
+        if cache is None:
+            cache = self._groups = {}
+        full = cache.get(group_type)
+        if full is None:
+            full = cache[group_type] = {**base, "$group_key": self.ctx.groups[group_type]}
+        return full
 
     def dependency(self, key: str) -> Optional[FlagResult]:
         """Result of a flag another flag depends on; None when that would be a cycle."""
-        result = self.memo.get(key)
+        memo = self.memo
+        if memo is None:
+            memo = self.memo = {}
+        result = memo.get(key)
         if result is not None:
             return result
-        if key in self.stack:
+        stack = self.stack
+        if stack is None:
+            stack = self.stack = set()
+        if key == self.root or key in stack:
             return None
-        return self.evaluate(self.snapshot.flags[key])
-
-    def evaluate(self, flag: CompiledFlag) -> FlagResult:
-        """Evaluate one flag, memoised for the rest of this call."""
-        result = self.memo.get(flag.key)
-        if result is not None:
-            return result
-        self.stack.add(flag.key)
+        stack.add(key)
         try:
-            result = _evaluate_flag(flag, self)
+            flag = self.snapshot.flags[key]
+            result = _fast_flag(flag, self) if self.fast else _evaluate_flag(flag, self)
         finally:
-            self.stack.discard(flag.key)
-        self.memo[flag.key] = result
+            stack.discard(key)
+        memo[key] = result
         return result
+
+
+# Group properties in implicit mode when the caller passed none (never mutated).
+_NO_PROPERTIES: Mapping[str, Any] = {}
 
 
 def _decided(flag: CompiledFlag, value: Union[bool, str], reason: Reason) -> FlagResult:
@@ -693,7 +753,7 @@ def _evaluate_flag(flag: CompiledFlag, ev: _Evaluation) -> FlagResult:
             # The server would answer false too, so there is nothing to ask it.
             text = f"This is a {group_type!r} group flag and no {group_type!r} group was passed."
             return _decided(flag, False, _reason(ReasonCode.GROUP_NOT_PASSED, description=text))
-        props = ev.group_properties(group_type)
+        props = ev.group_properties(group_type, flag)
         if props is None:
             text = f"No properties were passed for the {group_type!r} group."
             return _unknown(flag, _MISSING, text)
@@ -706,10 +766,10 @@ def _evaluate_flag(flag: CompiledFlag, ev: _Evaluation) -> FlagResult:
             text = "The flag buckets by device_id and no device_id was passed."
             return _unknown(flag, reason, text)
         bucketing = ctx.device_id
-        props = ev.person
+        props = ev.person(flag)
     else:
         bucketing = ctx.distinct_id
-        props = ev.person
+        props = ev.person(flag)
     if bucketing.__class__ is not str:
         bucketing = str(bucketing)
     return _match_flag(flag, props, bucketing, ev)
@@ -766,7 +826,7 @@ def _match_conditions(
                 detail = "group type unknown" if group_type is None else "group not passed"
                 traces.append(_trace(cond, "skipped", (), group_type, None, detail))
                 continue
-            group_props = ev.group_properties(group_type)
+            group_props = ev.group_properties(group_type, flag)
             if group_props is None:
                 missing = _Undecided(_MISSING, False, f"no properties passed for {group_type!r}")
                 traces.append(
@@ -888,7 +948,7 @@ def _match_conditions(
         if variant:
             text = f"Matched condition {cond.index}, variant {variant!r}."
         else:
-            text = f"Matched condition {cond.index}."
+            text = cond.description or f"Matched condition {cond.index}."
         reason = _reason(
             ReasonCode.CONDITION_MATCH, cond.index, text, bucket, threshold, None, None, None,
             tuple(traces),
@@ -947,6 +1007,287 @@ def _no_match(
 
 
 # ---------------------------------------------------------------------------------------------
+# Value-only evaluation (detail=False, evaluate_values)
+# ---------------------------------------------------------------------------------------------
+#
+# The same decisions as _evaluate_flag, without the explanation: no trace, no payload, no
+# formatted text. Every result it can return is constant for a given flag and outcome (the
+# rollout bucket, which varies per caller, is left out), so each is built once and kept in the
+# flag's memo: a value-only evaluation allocates nothing beyond its _Evaluation. Results differ
+# from the detailed ones only in trace=(), payload=None, bucket=None, failed_filter=None and, for
+# inconclusive and enrollment outcomes, a fixed description.
+
+_OFF = "disabled"
+_NO_GROUP = "group not passed"
+_HELD_OUT = "holdout"
+_NO_MATCH = "no match"
+_ENROLLED = "enrolled"
+_NOT_ENROLLED = "not enrolled"
+
+_UNKNOWN_TEXT = {
+    _EC: "Experience continuity is enabled: only the server can evaluate this flag.",
+    _UNSUPPORTED: "Local evaluation cannot use part of this definition.",
+    _UNRESOLVED: "A flag this flag depends on could not be evaluated locally.",
+    _MISSING: "The evaluation context lacks something this flag needs.",
+}
+_SERVER_TEXT = "Only the server can evaluate this flag."
+_BY_VALUE = {reason.value: reason for reason in InconclusiveReason}
+
+
+def _known(flag: CompiledFlag, value: Union[bool, str], reason: Reason) -> FlagResult:
+    variant = value if isinstance(value, str) else None
+    return _result(flag.key, value, variant, None, True, flag.id, flag.version, reason)
+
+
+def _fast_unknown(flag: CompiledFlag, unresolved: InconclusiveReason, server: bool) -> FlagResult:
+    memo = flag.memo
+    key = (unresolved, server)
+    result = memo.get(key)
+    if result is None:
+        text = _SERVER_TEXT if server else _UNKNOWN_TEXT[unresolved]
+        result = memo[key] = _unknown(flag, unresolved, text, server)
+    return result
+
+
+def _fast_constant(flag: CompiledFlag, key: str) -> FlagResult:
+    """The flag's result for an outcome that depends on nothing but the definition."""
+    result = flag.memo.get(key)
+    if result is None:
+        if key == _OFF:
+            reason = _reason(ReasonCode.DISABLED, description="The flag is inactive.")
+            result = _known(flag, False, reason)
+        elif key == _NO_GROUP:
+            text = (
+                f"This is a {flag.group_type!r} group flag and no {flag.group_type!r} group "
+                "was passed."
+            )
+            result = _known(flag, False, _reason(ReasonCode.GROUP_NOT_PASSED, description=text))
+        elif key == _HELD_OUT:
+            holdout = flag.holdout
+            assert holdout is not None
+            text = f"Held out by holdout {holdout.id} ({holdout.exclusion_percentage:g}% excluded)."
+            reason = _reason(ReasonCode.HOLDOUT, description=text, threshold=holdout.fraction)
+            result = _known(flag, holdout.value, reason)
+        elif key == _NO_MATCH:
+            text = "No condition matched." if flag.conditions else "The flag has no conditions."
+            result = _known(flag, False, _reason(ReasonCode.NO_CONDITION_MATCH, description=text))
+        else:
+            enrolled = key == _ENROLLED
+            prefix = "Enrolled" if enrolled else "Not enrolled"
+            text = f"{prefix} through early-access property '$feature_enrollment/{flag.key}'."
+            reason = _reason(ReasonCode.FEATURE_ENROLLMENT, description=text)
+            result = _known(flag, enrolled, reason)
+        flag.memo[key] = result
+    return result
+
+
+def _fast_match(flag: CompiledFlag, cond: Condition, value: Union[bool, str]) -> FlagResult:
+    if value is True:
+        text = cond.description or f"Matched condition {cond.index}."
+    else:
+        text = f"Matched condition {cond.index}, variant {value!r}."
+    reason = _reason(ReasonCode.CONDITION_MATCH, cond.index, text, None, cond.threshold)
+    return _known(flag, value, reason)
+
+
+def _fast_out_of_rollout(flag: CompiledFlag, cond: Condition) -> FlagResult:
+    index = cond.index
+    if flag.early_exit:
+        code = ReasonCode.EARLY_EXIT
+        text = f"Condition {index} matched but is outside its rollout; early exit stops here."
+    else:
+        code = ReasonCode.OUT_OF_ROLLOUT
+        text = f"Condition {index} matched but is outside its rollout."
+    return _known(flag, False, _reason(code, index, text, None, cond.threshold))
+
+
+_PLAN = "plan"
+
+# Per condition, what _fast_flag needs, with every result it can lead to built in advance:
+# (condition, switches to a group (mixed targeting)?, its filters as (property key, matcher or
+# None for cohorts and dependencies, filter), its threshold when below 100 % (else None), the
+# result when it matches without a variant bucket, the variant table as (start, end, result)
+# when the variant comes from the bucket (else None), the result when outside its rollout).
+_CondPlan = Tuple[
+    Condition,
+    bool,
+    Tuple[Tuple[Any, Any, FilterSpec], ...],
+    Optional[float],
+    FlagResult,
+    Optional[Tuple[Tuple[float, float, FlagResult], ...]],
+    FlagResult,
+]
+
+
+def _fast_plan(flag: CompiledFlag) -> Tuple[bool, Tuple[_CondPlan, ...]]:
+    """What _fast_flag reads on every call, prepared once per flag and kept in its memo."""
+    plain = (
+        flag.active
+        and not flag.ensure_experience_continuity
+        and flag.malformed is None
+        and flag.aggregation_index is None
+        and not flag.bucket_by_device
+        and not flag.feature_enrollment
+        and flag.holdout is None
+    )  # an active person flag bucketed by distinct_id: no special case applies
+    conditions: List[_CondPlan] = []
+    for cond in flag.conditions:
+        probes = tuple(
+            (spec.key, _PROPERTY_MATCHERS.get(spec.__class__), spec) for spec in cond.filters
+        )
+        threshold = cond.threshold
+        table = None
+        if not cond.variant and flag.variants:
+            table = tuple(
+                (v.start, v.end, _fast_match(flag, cond, v.key or True)) for v in flag.variants
+            )
+        conditions.append(
+            (
+                cond,
+                cond.switches_group and cond.aggregation_index is not None,
+                probes,
+                threshold if threshold is not None and threshold < 1.0 else None,
+                _fast_match(flag, cond, cond.variant or True),
+                table,
+                _fast_out_of_rollout(flag, cond),
+            )
+        )
+    plan = (bool(plain), tuple(conditions))
+    flag.memo[_PLAN] = plan
+    return plan
+
+
+def _fast_flag(flag: CompiledFlag, ev: _Evaluation) -> FlagResult:
+    """_evaluate_flag without the explanation (see above); the same values and reason codes."""
+    plan = flag.memo.get(_PLAN)
+    if plan is None:
+        plan = _fast_plan(flag)
+    ctx = ev.ctx
+    if plan[0]:
+        bucketing = ctx.distinct_id
+        if bucketing.__class__ is not str:
+            bucketing = str(bucketing)
+        props = ctx.person_properties
+        if flag.reads_distinct_id:
+            props = ev.person(flag)
+    else:
+        if not flag.active:
+            return _fast_constant(flag, _OFF)
+        if flag.ensure_experience_continuity:
+            return _fast_unknown(flag, _EC, False)
+        if flag.malformed is not None:
+            return _fast_unknown(flag, _UNSUPPORTED, False)
+        if flag.aggregation_index is not None:
+            group_type = flag.group_type
+            if group_type is None:
+                return _fast_unknown(flag, _UNSUPPORTED, False)
+            groups = ctx.groups
+            if group_type not in groups:
+                return _fast_constant(flag, _NO_GROUP)
+            props = ev.group_properties(group_type, flag)
+            if props is None:
+                return _fast_unknown(flag, _MISSING, False)
+            bucketing = groups[group_type]
+        elif flag.bucket_by_device:
+            bucketing = ctx.device_id
+            if not bucketing:
+                reason = _BY_VALUE[flag.local_reason] if flag.local_reason else _MISSING
+                return _fast_unknown(flag, reason, False)
+            props = ev.person(flag)
+        else:
+            bucketing = ctx.distinct_id
+            props = ev.person(flag)
+        if flag.feature_enrollment:
+            if flag.aggregation_index is not None:
+                return _fast_unknown(flag, _UNSUPPORTED, False)
+            enrolled = props.get(f"$feature_enrollment/{flag.key}", _ABSENT)
+            if enrolled is _ABSENT:
+                return _fast_unknown(flag, _MISSING, False)
+            return _fast_constant(
+                flag, _ENROLLED if enrolled is True or enrolled == "true" else _NOT_ENROLLED
+            )
+        if bucketing.__class__ is not str:
+            bucketing = str(bucketing)
+        holdout = flag.holdout
+        if holdout is not None and (
+            holdout.everyone or _bucket(_HOLDOUT_HASHER, bucketing) <= holdout.fraction
+        ):
+            return _fast_constant(flag, _HELD_OUT)
+
+    undecided: Optional[_Undecided] = None  # strongest doubt among undecided conditions
+    out_of_rollout: Optional[FlagResult] = None
+    for cond, mixed, probes, threshold, matched, table, outside in plan[1]:
+        cond_props, cond_bucketing = props, bucketing
+        if mixed:
+            # Mixed targeting: this condition is about a group, not the flag's own subject.
+            group_type = cond.group_type
+            groups = ctx.groups
+            if group_type is None or group_type not in groups:
+                continue
+            group_props = ev.group_properties(group_type, flag)
+            if group_props is None:
+                if undecided is None or _RANK[_MISSING] < _RANK[undecided.reason]:
+                    undecided = _NOT_SUPPLIED
+                continue
+            cond_props = group_props
+            raw_key = groups[group_type]
+            cond_bucketing = raw_key if raw_key.__class__ is str else str(raw_key)
+
+        doubt: Optional[_Undecided] = None
+        server: Optional[_Undecided] = None
+        for key, matcher, spec in probes:
+            if matcher is not None:
+                outcome = matcher(spec, cond_props.get(key, _ABSENT), ev)
+            else:
+                outcome = _match_spec(spec, cond_props, ev)
+            if outcome is True:
+                continue
+            if outcome is False:
+                break
+            if outcome.server and doubt is None:
+                server = outcome
+            if doubt is None or _RANK[outcome.reason] < _RANK[doubt.reason]:
+                doubt = outcome
+        else:
+            if server is not None:
+                unresolved = server.reason
+                if flag.local_reason is not None:
+                    stated = _BY_VALUE[flag.local_reason]
+                    if _RANK[stated] < _RANK[unresolved]:
+                        unresolved = stated
+                return _fast_unknown(flag, unresolved, True)
+            if doubt is not None:
+                if undecided is None or _RANK[doubt.reason] < _RANK[undecided.reason]:
+                    undecided = doubt
+                continue
+            if threshold is not None:
+                h = flag.hasher.copy()  # _bucket(), inlined
+                h.update(cond_bucketing.encode())
+                if (_FIRST_64_BITS(h.digest())[0] >> 4) / _LONG_SCALE > threshold:
+                    if flag.early_exit:
+                        if undecided is not None:
+                            return _fast_unknown(flag, undecided.reason, False)
+                        return outside
+                    if out_of_rollout is None:
+                        out_of_rollout = outside
+                    continue
+            if table is not None:
+                h = flag.hasher.copy()
+                h.update((cond_bucketing + "variant").encode())
+                variant_bucket = (_FIRST_64_BITS(h.digest())[0] >> 4) / _LONG_SCALE
+                for start, end, result in table:
+                    if start <= variant_bucket < end:
+                        return result
+            return matched
+
+    if undecided is not None:
+        return _fast_unknown(flag, undecided.reason, False)
+    if out_of_rollout is not None:
+        return out_of_rollout
+    return _fast_constant(flag, _NO_MATCH)
+
+
+# ---------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------
 
@@ -972,9 +1313,19 @@ def _error(key: str, flag: Optional[CompiledFlag], exc: BaseException) -> FlagRe
 
 
 def evaluate(
-    snapshot: Snapshot, key: str, ctx: EvaluationContext, *, implicit_properties: bool = True
+    snapshot: Snapshot,
+    key: str,
+    ctx: EvaluationContext,
+    *,
+    detail: bool = True,
+    implicit_properties: bool = True,
 ) -> FlagResult:
     """Evaluate one flag locally; never raises.
+
+    ``detail=False`` returns the same value, variant and reason (code, condition index,
+    inconclusive and unresolved reasons, threshold, error) without the explanation: no trace,
+    no payload (see :func:`payload_of`), no bucket or failed filter, and a fixed description.
+    It is several times faster; use it when only the value matters.
 
     ``implicit_properties=False`` uses person and group properties exactly as given, without
     adding ``distinct_id`` and ``$group_key`` (for replaying inputs recorded after that step).
@@ -987,17 +1338,31 @@ def evaluate(
             )
         flag = snapshot.flags.get(key)
         if flag is None:
-            text = f"No flag with key {key!r} in the loaded definitions."
+            if detail:
+                text = f"No flag with key {key!r} in the loaded definitions."
+            else:
+                text = "No flag with this key in the loaded definitions."
             return _special(key, InconclusiveReason.FLAG_MISSING, text)
-        return _Evaluation(snapshot, ctx, implicit_properties).evaluate(flag)
+        ev = _Evaluation(snapshot, ctx, implicit_properties, not detail)
+        ev.root = key
+        if detail:
+            return _evaluate_flag(flag, ev)
+        return _fast_flag(flag, ev)
     except Exception as exc:
         return _error(key, flag, exc)
 
 
 def evaluate_all(
-    snapshot: Snapshot, ctx: EvaluationContext, *, implicit_properties: bool = True
+    snapshot: Snapshot,
+    ctx: EvaluationContext,
+    *,
+    detail: bool = True,
+    implicit_properties: bool = True,
 ) -> Dict[str, FlagResult]:
-    """Evaluate every flag in definition order, sharing dependency results; never raises."""
+    """Evaluate every flag in definition order, sharing dependency results; never raises.
+
+    ``detail`` is as for :func:`evaluate`.
+    """
     results: Dict[str, FlagResult] = {}
     try:
         if not snapshot.loaded:
@@ -1006,16 +1371,82 @@ def evaluate_all(
     except Exception:
         return results
     try:
-        ev = _Evaluation(snapshot, ctx, implicit_properties)
+        ev = _Evaluation(snapshot, ctx, implicit_properties, not detail)
+        memo: Dict[str, FlagResult] = {}
+        stack: Set[str] = set()
+        ev.memo, ev.stack = memo, stack
     except Exception as exc:
         return {key: _error(key, flag, exc) for key, flag in flags.items()}
+    run = _evaluate_flag if detail else _fast_flag
     for key, flag in flags.items():
-        try:
-            results[key] = ev.evaluate(flag)
-        except Exception as exc:
-            ev.stack.clear()  # an aborted evaluation must not look like a cycle later
-            results[key] = _error(key, flag, exc)
+        result = memo.get(key)  # already evaluated as another flag's dependency
+        if result is None:
+            ev.root = key
+            try:
+                result = memo[key] = run(flag, ev)
+            except Exception as exc:
+                stack.clear()  # an aborted evaluation must not look like a cycle later
+                result = _error(key, flag, exc)
+        results[key] = result
     return results
+
+
+def evaluate_values(
+    snapshot: Snapshot, ctx: EvaluationContext, *, implicit_properties: bool = True
+) -> Dict[str, Union[bool, str, None]]:
+    """Every flag's value in definition order (None = unknown locally); never raises.
+
+    The values of ``evaluate_all(snapshot, ctx)``, computed the fastest way: no results,
+    reasons or payloads are built, and dependencies are evaluated once per call.
+    """
+    values: Dict[str, Union[bool, str, None]] = {}
+    try:
+        if not snapshot.loaded:
+            return values
+        flags = snapshot.flags
+    except Exception:
+        return values
+    try:
+        ev = _Evaluation(snapshot, ctx, implicit_properties, True)
+        memo: Dict[str, FlagResult] = {}
+        stack: Set[str] = set()
+        ev.memo, ev.stack = memo, stack
+    except Exception:
+        return dict.fromkeys(flags)
+    for key, flag in flags.items():
+        result = memo.get(key)
+        if result is None:
+            ev.root = key
+            try:
+                result = memo[key] = _fast_flag(flag, ev)
+            except Exception:
+                stack.clear()
+                values[key] = None
+                continue
+        values[key] = result.value
+    return values
+
+
+def payload_of(snapshot: Snapshot, key: str, value: Any) -> Any:
+    """The decoded payload flag ``key`` has for ``value`` (True or a variant key), else None.
+
+    What ``evaluate`` puts in ``FlagResult.payload``; a fresh object for dicts and lists.
+    Never raises.
+    """
+    try:
+        if value is True:
+            name = "true"
+        elif isinstance(value, str):
+            name = value
+        else:
+            return None
+        flag = snapshot.flags.get(key)
+        if flag is None:
+            return None
+        stored = flag.payloads.get(name)
+        return None if stored is None else stored.decoded()
+    except Exception:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from typing import Any, Dict, List
 
 import pytest
@@ -15,6 +16,7 @@ from productos.definitions import (
     ExactFilter,
     FlagDependencyFilter,
     NumericFilter,
+    Payload,
     RegexFilter,
     RelativeDate,
     SemverFilter,
@@ -345,6 +347,83 @@ def test_payloads_are_decoded_once() -> None:
     assert "nan" not in compiled.payloads  # NaN is not JSON
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, {"b": 2.5}], "c": None},  # small: copied from a decoded template
+        [1, "x", True],
+        {f"k{i}": {"x": [i, {"y": "z"}]} for i in range(20)},  # large: decoded from JSON
+    ],
+)
+def test_container_payloads_are_fresh_and_equal_to_json(value: Any) -> None:
+    compiled = parse_definitions({"flags": [flag("f", payloads={"true": value})]}).flags["f"]
+    stored = compiled.payloads["true"]
+    assert stored.value is None and stored.json_text is not None
+    first = stored.decoded()
+    assert first == value and json.loads(stored.json_text) == first
+    if isinstance(first, dict):
+        first.clear()
+    else:
+        first.append("changed")
+    again = stored.decoded()
+    assert again == value and again is not first
+    assert stored == Payload(None, stored.json_text)  # the cached template is not compared
+
+
+def test_condition_description_and_implicit_reads() -> None:
+    person = {"key": "distinct_id", "value": "u", "operator": "exact", "type": "person"}
+    group = {"key": "$group_key", "value": "g", "operator": "exact", "type": "group"}
+    dependency = {
+        "key": "distinct_id", "value": True, "operator": "flag_evaluates_to", "type": "flag",
+        "dependency_chain": ["distinct_id"],
+    }  # fmt: skip
+    snapshot = parse_definitions(
+        {
+            "flags": [
+                flag("direct", condition(), condition(person)),
+                flag("cohort", condition({"key": "id", "value": 2, "type": "cohort"})),
+                flag("group", condition(group)),
+                flag("plain", condition({"key": "plan", "value": "x"})),
+                flag("distinct_id"),
+                flag("dependency", condition(dependency)),
+            ],
+            "cohorts": {
+                "1": {"type": "AND", "values": [person]},
+                "2": {"type": "OR", "values": [{"key": "id", "value": 1, "type": "cohort"}]},
+            },
+        }
+    )
+    reads = {
+        key: (compiled.reads_distinct_id, compiled.reads_group_key)
+        for key, compiled in snapshot.flags.items()
+    }
+    assert reads == {
+        "direct": (True, False),
+        "cohort": (True, False),  # through a cohort inside a cohort
+        "group": (False, True),
+        "plain": (False, False),
+        "distinct_id": (False, False),
+        "dependency": (False, False),  # a dependency's key is a flag key, not a property
+    }
+    direct = snapshot.flags["direct"]
+    assert [c.description for c in direct.conditions] == [
+        "Matched condition 0.",
+        "Matched condition 1.",
+    ]
+
+
+def test_the_evaluator_cache_is_not_part_of_the_definition() -> None:
+    compiled = parse_definitions({"flags": [flag("a")]}).flags["a"]
+    compiled.memo["x"] = 1
+    assert "memo" not in repr(compiled)
+    assert "memo" not in [f.name for f in dataclasses.fields(compiled)]
+    assert dataclasses.replace(compiled, active=False).memo == {}
+    payload = Payload(None, '{"a": 1}')
+    assert [f.name for f in dataclasses.fields(payload)] == ["value", "json_text"]
+    with pytest.raises(ValueError):
+        Payload(None, "{not json").decoded()  # constructing it does not raise, as before
+
+
 def test_dependency_chain_is_checked() -> None:
     def dep(**extra: Any) -> Dict[str, Any]:
         return {
@@ -462,6 +541,10 @@ def test_date_values() -> None:
     )
     assert parse_date_value("2021", clock) == dt.datetime(2021, 6, 1, tzinfo=utc)
     assert parse_date_value(dt.date(2024, 1, 2), clock) == dt.date(2024, 1, 2)
+    assert parse_date_value("2024-01-02T10:00:00.5", clock) == dt.datetime(
+        2024, 1, 2, 10, 0, 0, 500000, tzinfo=utc
+    )
+    assert parse_date_value("2024-01-02 10:00:00", clock) == dt.datetime(2024, 1, 2, 10, tzinfo=utc)
     assert parse_date_value("yesterday", clock) is None
     assert parse_date_value(5, clock) is None
     assert YearOnlyDate(2021).resolve(dt.datetime(2024, 2, 29, tzinfo=utc)) is None

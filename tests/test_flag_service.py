@@ -182,3 +182,31 @@ def test_internal_error_text_never_becomes_the_event_error():
                      reason=replace(result.reason, code=ReasonCode.ERROR,
                                     error="TypeError: something internal"))
     assert called_event_error(broken) == "unknown_error"
+
+
+def test_value_only_path_agrees_with_the_detailed_one(loaded):
+    for key in DEFINITIONS_KEYS:
+        fast = loaded.service.result(key, ctx(), only_local=True, send_event=False,
+                                     detail=False)
+        full = loaded.service.result(key, ctx(), only_local=True, send_event=False)
+        assert fast.value == full.value and fast.reason.code == full.reason.code
+
+
+def test_all_values_fills_unknowns_with_one_remote_request(loaded):
+    loaded.answer = server_says({"beta": {"key": "beta", "enabled": True},
+                                 "static-cohort": {"key": "static-cohort", "enabled": False}})
+    values = loaded.service.all_values(ctx())
+    assert len(loaded.remote_calls) == 1
+    assert values["simple"] is True and values["beta"] is True
+    assert values["static-cohort"] is False and values["off"] is False
+    assert loaded.service.all_values(ctx(), only_local=True)["beta"] is None
+    assert len(loaded.remote_calls) == 1
+
+
+def test_value_only_events_still_carry_the_payload(loaded):
+    loaded.service.result("multi", ctx(), detail=False)
+    props = loaded.events[0][1]
+    assert props["$feature_flag_payload"] in ({"x": 0}, {"x": 1})
+
+
+DEFINITIONS_KEYS = [flag["key"] for flag in DEFINITIONS["flags"]]

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from productos import flags as flags_module
 from productos.definitions import Snapshot, parse_definitions
 from productos.flags import (
     EvaluationContext,
@@ -17,8 +18,10 @@ from productos.flags import (
     ReasonCode,
     evaluate,
     evaluate_all,
+    evaluate_values,
     explain,
     flag_hash,
+    payload_of,
 )
 
 UTC = dt.timezone.utc
@@ -63,8 +66,36 @@ def snap(*flags: Dict[str, Any], **body: Any) -> Snapshot:
     return parse_definitions({"flags": list(flags), **body})
 
 
+def essentials(result: FlagResult) -> Any:
+    """All a detail=False result keeps of the detailed one (not the explanation or payload)."""
+    reason = result.reason
+    return (
+        result.key, type(result.value), result.value, result.variant, result.locally_evaluated,
+        result.flag_id, result.flag_version, reason.code, reason.condition_index,
+        reason.threshold, reason.inconclusive, reason.unresolved, reason.error,
+    )  # fmt: skip
+
+
+def evaluate_every_way(
+    snapshot: Snapshot, key: str, ctx: EvaluationContext, **options: Any
+) -> FlagResult:
+    """The detailed result, after checking that every value-only path agrees with it."""
+    result = evaluate(snapshot, key, ctx, **options)
+    fast = evaluate(snapshot, key, ctx, detail=False, **options)
+    assert essentials(fast) == essentials(result)
+    assert fast.payload is None and fast.reason.trace == () and fast.reason.description
+    assert fast.reason.bucket is None and fast.reason.failed_filter is None
+    if result.locally_evaluated:
+        assert payload_of(snapshot, key, result.value) == result.payload
+    values = evaluate_values(snapshot, ctx, **options)
+    assert list(values) == list(evaluate_all(snapshot, ctx, detail=False, **options))
+    if key in snapshot.flags:
+        assert (type(values[key]), values[key]) == (type(result.value), result.value)
+    return result
+
+
 def run(snapshot: Snapshot, key: str, distinct_id: str = "user-1", **ctx: Any) -> FlagResult:
-    return evaluate(snapshot, key, EvaluationContext(distinct_id, **ctx))
+    return evaluate_every_way(snapshot, key, EvaluationContext(distinct_id, **ctx))
 
 
 def find_distinct_id(key: str, predicate: Any, salt: str = "") -> str:
@@ -604,6 +635,220 @@ class TestNeverRaises:
         first = [run(snapshot, "mv", f"u{i}").value for i in range(100)]
         second = [run(snapshot, "mv", f"u{i}").value for i in range(100)]
         assert first == second
+
+
+# --- value-only evaluation, payload_of, evaluate_values, implicit properties -------------------
+
+
+class TestValueOnly:
+    PAYLOADS = {"control": '{"steps": 3}', "test": '{"steps": 1}'}
+
+    def test_keeps_the_decision_but_not_the_explanation(self) -> None:
+        snapshot = snap(flag("mv", cond(rollout=50), multivariate=VARIANTS, payloads=self.PAYLOADS))
+        user = find_distinct_id("mv", lambda h: h <= 0.5)
+        ctx = EvaluationContext(user)
+        detailed = evaluate(snapshot, "mv", ctx)
+        fast = evaluate(snapshot, "mv", ctx, detail=False)
+        assert fast.value == detailed.value and fast.variant == detailed.value
+        assert detailed.payload is not None and fast.payload is None
+        assert payload_of(snapshot, "mv", fast.value) == detailed.payload
+        reason = fast.reason
+        assert (reason.code, reason.condition_index, reason.threshold) == (
+            ReasonCode.CONDITION_MATCH, 0, 0.5,
+        )  # fmt: skip
+        assert reason.trace == () and reason.bucket is None
+        assert detailed.reason.bucket is not None and detailed.reason.trace
+        assert reason.description == f"Matched condition 0, variant {fast.value!r}."
+
+    def test_descriptions_do_not_depend_on_the_caller(self) -> None:
+        snapshot = snap(flag("f", cond(prop("plan", "pro"), prop("email", "x", "icontains"))))
+        one = evaluate(snapshot, "f", EvaluationContext("a"), detail=False)
+        other = evaluate(
+            snapshot, "f", EvaluationContext("b", person_properties={"plan": "pro"}), detail=False
+        )
+        assert one.reason.inconclusive is other.reason.inconclusive is _MISSING
+        assert one.reason.description == other.reason.description
+        missing = evaluate(snapshot, "nope", EvaluationContext("a"), detail=False)
+        assert missing.reason.inconclusive is InconclusiveReason.FLAG_MISSING
+        assert "nope" not in missing.reason.description
+        assert "nope" in evaluate(snapshot, "nope", EvaluationContext("a")).reason.description
+
+    def test_results_are_shared_but_right_for_each_caller(self) -> None:
+        snapshot = snap(flag("f", cond(prop("plan", "pro"))))
+        ctx_pro = EvaluationContext("a", person_properties={"plan": "pro"})
+        ctx_free = EvaluationContext("a", person_properties={"plan": "free"})
+        first = evaluate(snapshot, "f", ctx_pro, detail=False)
+        assert evaluate(snapshot, "f", ctx_free, detail=False).value is False
+        assert evaluate(snapshot, "f", ctx_pro, detail=False) == first
+        assert first.value is True
+
+    def test_a_server_requirement_keeps_a_stronger_definition_problem(self) -> None:
+        snapshot = snap(
+            flag("base", cond(cohort(404))),
+            flag("f", cond(depends("base", True)), cond(prop("b", "x", "near"))),
+        )
+        result = run(snapshot, "f")
+        assert result.reason.inconclusive is InconclusiveReason.REQUIRES_SERVER
+        assert result.reason.unresolved is InconclusiveReason.UNSUPPORTED_DEFINITION
+
+    def test_mixed_group_without_properties_in_raw_mode(self) -> None:
+        body = flag(
+            "m",
+            cond(prop("plan", "pro"), aggregation_group_type_index=0),
+            cond(prop("email", "a@b.c")),
+        )
+        snapshot = snap(body, group_type_mapping={"0": "company"})
+        ctx = EvaluationContext("u", groups={"company": "acme"}, person_properties={"email": "x"})
+        raw = evaluate_every_way(snapshot, "m", ctx, implicit_properties=False)
+        assert raw.reason.inconclusive is _MISSING and raw.reason.failed_filter is None
+        implicit = evaluate_every_way(snapshot, "m", ctx)  # the group has $group_key, not plan
+        assert implicit.reason.inconclusive is _MISSING
+        assert implicit.reason.failed_filter is not None
+        assert implicit.reason.failed_filter.key == "plan"
+
+    @pytest.mark.parametrize(
+        "conditions",
+        [
+            [cond(prop("a", 1), prop("b", "x", "near"))],  # within a condition
+            [cond(prop("b", "x", "near")), cond(prop("a", 1))],  # across conditions
+            [cond(prop("a", 1)), cond(prop("b", "x", "near"))],
+        ],
+    )
+    def test_the_strongest_doubt_wins(self, conditions: List[Dict[str, Any]]) -> None:
+        result = run(snap(flag("f", *conditions)), "f")
+        assert result.reason.inconclusive is InconclusiveReason.UNSUPPORTED_DEFINITION
+
+    def test_mixed_targeting_variant_uses_the_group_key(self) -> None:
+        body = flag("mv", cond(aggregation_group_type_index=0), multivariate=VARIANTS, payloads={})
+        snapshot = snap(body, group_type_mapping={"0": "company"})
+        for i in range(20):
+            result = run(snapshot, "mv", "person", groups={"company": f"co-{i}"})
+            bucket = flag_hash("mv", f"co-{i}", "variant")
+            assert result.value == ("control" if bucket < 0.5 else "test")
+
+    def test_holdout(self) -> None:
+        snapshot = snap(flag("f", holdout={"id": 1, "exclusion_percentage": 50}))
+        values = {run(snapshot, "f", f"u{i}").value for i in range(20)}
+        assert values == {True, "holdout-1"}
+
+    def test_early_exit_and_out_of_rollout(self) -> None:
+        body = flag("f", cond(rollout=0), cond(prop("plan", "pro")), early_exit=True)
+        result = run(snap(body), "f", person_properties={"plan": "pro"})
+        assert result.reason.code is ReasonCode.EARLY_EXIT and result.reason.condition_index == 0
+        body = flag("f", cond(prop("x", 1)), cond(rollout=0), early_exit=True)
+        assert run(snap(body), "f").reason.inconclusive is _MISSING
+        body = flag("f", cond(rollout=0), cond(rollout=0))
+        result = run(snap(body), "f")
+        assert result.reason.code is ReasonCode.OUT_OF_ROLLOUT
+        assert result.reason.condition_index == 0
+
+
+class TestPayloadOf:
+    PAYLOADS = {"true": '{"a": [1, {"b": 2}]}', "test": '"t"', "false": '"never"'}
+
+    def test_payload_for_true_or_a_variant(self) -> None:
+        snapshot = snap(flag("f", payloads=self.PAYLOADS))
+        assert payload_of(snapshot, "f", True) == {"a": [1, {"b": 2}]}
+        assert payload_of(snapshot, "f", "test") == "t"
+        for value in (False, None, 1, "other"):
+            assert payload_of(snapshot, "f", value) is None, value
+        assert payload_of(snapshot, "nope", True) is None
+        assert payload_of(Snapshot.empty(), "f", True) is None
+
+    def test_each_call_gets_its_own_object(self) -> None:
+        snapshot = snap(flag("f", payloads=self.PAYLOADS))
+        first = payload_of(snapshot, "f", True)
+        first["a"][1]["b"] = 3
+        assert payload_of(snapshot, "f", True) == {"a": [1, {"b": 2}]}
+
+
+class TestEvaluateValues:
+    def test_values_in_definition_order_with_none_for_unknown(self) -> None:
+        snapshot = snap(
+            flag("b"), flag("a", cond(rollout=0)), flag("c", cond(prop("plan", "pro"))),
+            flag("d", cond(depends("b", True)), multivariate=VARIANTS),
+        )  # fmt: skip
+        values = evaluate_values(snapshot, EvaluationContext("u"))
+        assert list(values) == ["b", "a", "c", "d"]
+        assert values["b"] is True and values["a"] is False and values["c"] is None
+        assert values["d"] in ("control", "test")
+        results = evaluate_all(snapshot, EvaluationContext("u"))
+        assert values == {key: result.value for key, result in results.items()}
+
+    def test_nothing_loaded_and_bad_contexts(self) -> None:
+        assert evaluate_values(Snapshot.empty(), EvaluationContext("u")) == {}
+        snapshot = snap(flag("f", cond(prop("plan", "x"))), flag("g"))
+        assert evaluate_values(snapshot, None) == {"f": None, "g": None}  # type: ignore[arg-type]
+        fast = evaluate_all(snapshot, None, detail=False)  # type: ignore[arg-type]
+        assert fast["f"].reason.code is ReasonCode.ERROR
+
+    def test_dependencies_are_evaluated_once_per_call(self, monkeypatch: Any) -> None:
+        snapshot = snap(
+            flag("top", cond(depends("mid", True, ["base", "mid"]))),
+            flag("mid", cond(depends("base", True))),
+            flag("base"),
+            flag("other", cond(depends("base", True))),
+        )
+        calls: List[str] = []
+        original = flags_module._fast_flag
+
+        def counting(compiled: Any, ev: Any) -> FlagResult:
+            calls.append(compiled.key)
+            return original(compiled, ev)
+
+        monkeypatch.setattr(flags_module, "_fast_flag", counting)
+        values = evaluate_values(snapshot, EvaluationContext("u"))
+        assert values == {"top": True, "mid": True, "base": True, "other": True}
+        assert sorted(calls) == ["base", "mid", "other", "top"]
+        assert list(evaluate_all(snapshot, EvaluationContext("u"), detail=False)) == list(values)
+
+
+class TestImplicitProperties:
+    def test_distinct_id_fills_in_only_when_absent(self) -> None:
+        snapshot = snap(flag("f", cond(prop("distinct_id", "user-1"))))
+        assert run(snapshot, "f").value is True
+        props = {"plan": "pro"}
+        assert run(snapshot, "f", person_properties=props).value is True
+        assert props == {"plan": "pro"}  # the caller's dict is never changed
+        assert run(snapshot, "f", person_properties={"distinct_id": "other"}).value is False
+        assert run(snapshot, "f", "someone-else").value is False
+
+    def test_distinct_id_read_through_a_cohort_or_by_a_dependency(self) -> None:
+        cohorts = {"1": {"type": "AND", "values": [prop("distinct_id", "user-1")]}}
+        snapshot = snap(
+            flag("c", cond(cohort(1))), flag("d", cond(depends("c", True))), cohorts=cohorts
+        )
+        assert snapshot.flags["c"].reads_distinct_id
+        assert not snapshot.flags["d"].reads_distinct_id
+        assert run(snapshot, "c").value is True and run(snapshot, "d").value is True
+        assert run(snapshot, "d", "user-2").value is False
+        assert evaluate_values(snapshot, EvaluationContext("user-1")) == {"c": True, "d": True}
+
+    def test_group_key_fills_in_only_when_absent(self) -> None:
+        body = flag("g", cond(prop("$group_key", "acme")), aggregation_group_type_index=0)
+        snapshot = snap(body, group_type_mapping={"0": "company"})
+        company = {"company": "acme"}
+        assert run(snapshot, "g", groups=company).value is True
+        given = {"company": {"$group_key": "other"}}
+        assert run(snapshot, "g", groups=company, group_properties=given).value is False
+        assert given == {"company": {"$group_key": "other"}}
+        ctx = EvaluationContext("u", groups=company, group_properties={"company": {}})
+        result = evaluate_every_way(snapshot, "g", ctx, implicit_properties=False)
+        assert result.reason.inconclusive is _MISSING
+
+    def test_flags_that_do_not_read_them_see_the_callers_properties(self) -> None:
+        snapshot = snap(
+            flag("plain", cond(prop("plan", "pro"))),
+            flag("who", cond(prop("distinct_id", "u"))),
+            flag("unset", cond(prop("distinct_id", "", "is_not_set"))),
+        )
+        ctx = EvaluationContext("u", person_properties={"plan": "pro"})
+        assert evaluate_values(snapshot, ctx) == {"plain": True, "who": True, "unset": False}
+        for key in snapshot.flags:
+            evaluate_every_way(snapshot, key, ctx)
+
+
+_MISSING = InconclusiveReason.MISSING_CONTEXT
 
 
 # --- explain ---------------------------------------------------------------------------------

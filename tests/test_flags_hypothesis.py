@@ -15,7 +15,9 @@ from productos.flags import (
     ReasonCode,
     evaluate,
     evaluate_all,
+    evaluate_values,
     explain,
+    payload_of,
 )
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -229,3 +231,37 @@ def test_evaluation_is_deterministic(body: Dict[str, Any], ctx: EvaluationContex
         # Sharing dependency results across flags does not change any answer.
         assert all_results[key].value == once.value
         assert all_results[key].reason.inconclusive == once.reason.inconclusive
+
+
+def _essentials(result: FlagResult) -> Any:
+    """All a detail=False result keeps of the detailed one (not the explanation or payload)."""
+    reason = result.reason
+    return (
+        result.key, type(result.value), result.value, result.variant, result.locally_evaluated,
+        result.flag_id, result.flag_version, reason.code, reason.condition_index,
+        reason.threshold, reason.inconclusive, reason.unresolved, reason.error,
+    )  # fmt: skip
+
+
+@SETTINGS
+@given(body=definitions(), ctx=contexts(), implicit=st.booleans())
+def test_value_only_paths_agree_with_the_detailed_one(
+    body: Dict[str, Any], ctx: EvaluationContext, implicit: bool
+) -> None:
+    snapshot = parse_definitions(body)
+    detailed_all = evaluate_all(snapshot, ctx, implicit_properties=implicit)
+    fast_all = evaluate_all(snapshot, ctx, detail=False, implicit_properties=implicit)
+    values = evaluate_values(snapshot, ctx, implicit_properties=implicit)
+    assert list(values) == list(fast_all) == list(detailed_all) == list(snapshot.flags)
+    for key in snapshot.flags:
+        detailed = evaluate(snapshot, key, ctx, implicit_properties=implicit)
+        fast = evaluate(snapshot, key, ctx, detail=False, implicit_properties=implicit)
+        assert fast.value == detailed.value and type(fast.value) is type(detailed.value)
+        assert _essentials(fast) == _essentials(detailed)
+        assert fast.payload is None and fast.reason.trace == () and fast.reason.description
+        assert _essentials(fast_all[key]) == _essentials(detailed_all[key])
+        assert (type(values[key]), values[key]) == (
+            type(detailed_all[key].value),
+            detailed_all[key].value,
+        )
+        assert payload_of(snapshot, key, detailed.value) == detailed.payload
