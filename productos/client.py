@@ -59,7 +59,7 @@ class Client:
                  host: Optional[str] = None, personal_api_key: Optional[str] = None,
                  secret_key: Optional[str] = None,
                  flush_at: int = 100, flush_interval: float = 0.5,
-                 max_queue_size: int = 10_000, max_batch_size: int = 5_000,
+                 max_queue_size: int = 10_000, max_batch_size: int = 2_000,
                  max_queue_bytes: Optional[int] = None, on_full: str = "drop_new",
                  block_timeout: float = 0.5, max_concurrent_requests: int = 4,
                  on_drop: Optional[Callable[[dict, str], Any]] = None,

@@ -108,8 +108,8 @@ class Consumer:
         if queued >= self._flush_at:
             if not self._wake.is_set():
                 self._wake.set()
-            if queued >= self._pressure_at and not queued & 15:
-                # The sender is falling behind a caller that never blocks. Every 16th event,
+            if queued >= self._pressure_at and not queued & 127:
+                # The sender is falling behind a caller that never blocks. Every 128th event,
                 # hand it the GIL for a moment: otherwise each of its socket calls waits out
                 # the interpreter's 5 ms switch interval, and the buffer fills and drops.
                 time.sleep(0)
@@ -239,7 +239,10 @@ class Consumer:
                 ticket = self._flush_requested
                 stopping = self._stopping
             try:
-                self._send_waiting(self._deadline if stopping else None)
+                # Several requests at once only when someone waits for the drain (flush,
+                # shutdown); steady traffic keeps one batch in flight and memory low.
+                draining = stopping or ticket != self._flush_done
+                self._send_waiting(self._deadline if stopping else None, fan_out=draining)
                 if not stopping and getattr(self._sender, "durable", False):
                     # Rows may wait on disk from an outage or an earlier run: offer them
                     # again even when nothing new arrived (the sender paces its retries).
@@ -258,11 +261,12 @@ class Consumer:
         self._send_waiting(deadline)
         return not self._buffer
 
-    def _send_waiting(self, deadline: Optional[float]) -> None:
-        """Send every item present now; a backlog goes out over a few requests at once."""
+    def _send_waiting(self, deadline: Optional[float], fan_out: bool = True) -> None:
+        """Send every item present now; with fan_out, a backlog goes out over a few requests."""
         budget = [len(self._buffer)]  # only what is present now: a busy producer can't pin us
         helpers: List[threading.Thread] = []
-        if self._last_ok and self._concurrency > 1 and budget[0] > self._max_batch:
+        if (fan_out and self._last_ok and self._concurrency > 1
+                and budget[0] > self._max_batch):
             extra = min(self._concurrency - 1, budget[0] // self._max_batch)
             for index in range(extra):
                 thread = threading.Thread(target=self._send_loop, args=(budget, deadline),

@@ -25,7 +25,7 @@ class Options:
     flush_at: int = 100
     flush_interval: float = 0.5
     max_queue_size: int = 10_000
-    max_batch_size: int = 5_000
+    max_batch_size: int = 2_000
     max_queue_bytes: Optional[int] = None
     on_full: str = "drop_new"
     block_timeout: float = 0.5
