@@ -30,7 +30,6 @@ import argparse
 import datetime as _dt
 import importlib.util
 import json
-import logging
 import os
 import platform
 import statistics
@@ -39,6 +38,8 @@ import sys
 import time
 import urllib.request
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from _logs import quiet_logger
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -70,35 +71,12 @@ def make_properties(i: int) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-class _CountingHandler(logging.Handler):
-    """Counts an SDK's log records instead of printing them (posthog warns per drop)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        self.count += 1
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-
-
-def _quiet_logger(name: str) -> _CountingHandler:
-    handler = _CountingHandler()
-    logger = logging.getLogger(name)
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    return handler
-
-
 class Sdk:
     """A thin, uniform face over one SDK's client: make, capture, flush, shutdown."""
 
     def __init__(self, name: str, host: str, api_key: str) -> None:
         self.name = name
-        self.log = _quiet_logger(name)
+        self.log = quiet_logger(name)
         if name == "productos":
             import productos
 

@@ -36,7 +36,6 @@ import argparse
 import datetime as _dt
 import importlib.util
 import json
-import logging
 import os
 import platform
 import subprocess
@@ -45,6 +44,8 @@ import threading
 import time
 import uuid as _uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from _logs import quiet_logger
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -69,35 +70,12 @@ def make_properties(run: str, i: int) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-class _CountingHandler(logging.Handler):
-    """Counts an SDK's log records instead of printing them (posthog warns per drop)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        self.count += 1
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-
-
-def _quiet_logger(name: str) -> _CountingHandler:
-    handler = _CountingHandler()
-    logger = logging.getLogger(name)
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    return handler
-
-
 class Sdk:
     """A thin, uniform face over one SDK's client."""
 
     def __init__(self, name: str, host: str, variant: str = "") -> None:
         self.name = name
-        self.log = _quiet_logger(name)
+        self.log = quiet_logger(name)
         if name == "productos":
             import productos
 
@@ -239,7 +217,7 @@ class Server:
 
         # Clients that hang up mid-request (the exit scenario) make the server log a
         # traceback; count those records instead of printing them.
-        self.log = _quiet_logger("productos.tests.server")
+        self.log = quiet_logger("productos.tests.server")
         self.srv = LoopbackServer().start()
         self.url = self.srv.url
         self._lock = threading.Lock()

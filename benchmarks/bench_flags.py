@@ -32,7 +32,6 @@ import gc
 import hashlib
 import importlib.util
 import json
-import logging
 import os
 import platform
 import random
@@ -42,6 +41,8 @@ import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from _logs import quiet_logger
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -238,34 +239,12 @@ def _enc(value: Any) -> str:
 # --------------------------------------------------------------------------------------
 
 
-class _CountingHandler(logging.Handler):
-    """Counts an SDK's log records instead of printing them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-        self.first: List[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-        if len(self.first) < 5:
-            self.first.append(f"{record.levelname}: {record.getMessage()[:200]}")
-
-
-def _quiet_logger(name: str) -> _CountingHandler:
-    handler = _CountingHandler()
-    logger = logging.getLogger(name)
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    return handler
-
-
 class Sdk:
     """One SDK's client with flag definitions loaded from the loopback server."""
 
     def __init__(self, name: str, host: str, api_key: str, personal_api_key: str) -> None:
         self.name = name
-        self.log = _quiet_logger(name)
+        self.log = quiet_logger(name)
         if name == "productos":
             import productos
 

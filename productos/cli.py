@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import json
 import logging
 import os
@@ -793,18 +792,9 @@ class Check:
 
 
 def _server_date(response: Response) -> Optional[float]:
-    import email.utils
+    from productos.transport import parse_http_date
 
-    value = response.headers.get("Date")
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
-    return when.timestamp()
+    return parse_http_date(response.headers.get("Date"))
 
 
 def run_doctor(settings: Settings) -> List[Check]:

@@ -59,6 +59,21 @@ def redact(text: str) -> str:
     return _KEY_PATTERN.sub("ph*_[redacted]", text)
 
 
+def parse_http_date(value: Optional[str]) -> Optional[float]:
+    """Return the epoch seconds of an HTTP date (``Date``, ``Retry-After``), or None."""
+    if not value:
+        return None
+    import email.utils  # only callers that meet an HTTP date pay for this import
+
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return when.timestamp()
+
+
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
     """Return the wait a Retry-After header asks for, in seconds (delta or HTTP date)."""
     if not value:
@@ -67,15 +82,10 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     try:
         seconds = float(value)
     except ValueError:
-        import email.utils  # only servers that send an HTTP date pay for this import
-
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        when = parse_http_date(value)
+        if when is None:
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=_dt.timezone.utc)
-        seconds = when.timestamp() - (time.time() if now is None else now)
+        seconds = when - (time.time() if now is None else now)
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)
