@@ -32,7 +32,12 @@ __all__ = [
     "__version__",
     "alias",
     "capture",
+    "capture_exception",
+    "feature_enabled",
     "flush",
+    "get_all_flags",
+    "get_feature_flag",
+    "get_feature_flag_payload",
     "group_identify",
     "identify_context",
     "install_sigterm_handler",
@@ -107,6 +112,31 @@ def group_identify(group_type: Any, group_key: Any, properties: Any = None,
                    **kwargs: Any) -> Optional[str]:
     """Set group properties with the default client."""
     return _default().group_identify(group_type, group_key, properties, **kwargs)
+
+
+def capture_exception(exc: Optional[BaseException] = None, **kwargs: Any) -> Optional[str]:
+    """Capture an exception with the default client."""
+    return _default().capture_exception(exc, **kwargs)
+
+
+def feature_enabled(key: str, distinct_id: Any = None, **kwargs: Any) -> Optional[bool]:
+    """Tell whether a flag is on, with the default client."""
+    return _default().feature_enabled(key, distinct_id, **kwargs)
+
+
+def get_feature_flag(key: str, distinct_id: Any = None, **kwargs: Any) -> Any:
+    """Return a flag's value, with the default client."""
+    return _default().get_feature_flag(key, distinct_id, **kwargs)
+
+
+def get_feature_flag_payload(key: str, distinct_id: Any = None, **kwargs: Any) -> Any:
+    """Return a flag's payload, with the default client."""
+    return _default().get_feature_flag_payload(key, distinct_id, **kwargs)
+
+
+def get_all_flags(distinct_id: Any = None, **kwargs: Any) -> Any:
+    """Return every flag's value, with the default client."""
+    return _default().get_all_flags(distinct_id, **kwargs)
 
 
 def flush(timeout: Optional[float] = 10.0) -> bool:

@@ -461,3 +461,29 @@ def test_on_drop_hears_about_every_dropped_event(make_client, sender):
 def test_invalid_delivery_options_raise(kwargs):
     with pytest.raises(ValueError):
         productos.Client("phc_test", **kwargs)
+
+
+def test_module_level_flags_and_exceptions(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.setattr(productos, "project_api_key", "phc_module")
+    monkeypatch.setattr(productos, "send", False)
+    productos.shutdown()
+    productos._default()  # created from the settings, then given offline definitions
+    client = productos.default_client
+    from productos.poller import load_definitions_file
+
+    data = Path(__file__).parent / "data" / "sample_definitions.json"
+    client._definitions.swap(load_definitions_file(str(data)))
+    try:
+        assert productos.feature_enabled("simple", "u") is True
+        assert productos.get_feature_flag("off", "u") is False
+        assert productos.get_feature_flag_payload(
+            "beta", "u", person_properties={"plan": "pro"}) == {"color": "blue"}
+        assert productos.get_all_flags("u", only_evaluate_locally=True)["simple"] is True
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            assert productos.capture_exception()
+    finally:
+        productos.shutdown()
