@@ -136,6 +136,7 @@ class Client:
         if self._spool is not None and self._spool.pending()[1]:
             self._consumer.start()  # rows from an earlier run go out without waiting for events
         self._sync_lock = threading.Lock()
+        self._pid = os.getpid()
         self._project_root = project_root
         self._setup_flags(enable_local_evaluation, flag_definitions_file,
                           flags_first_load_timeout)
@@ -305,6 +306,10 @@ class Client:
         if not self.options.send:
             self.stats_counters.add_dropped("send_disabled", 1, before_queue=True)
             return uuid
+        if self._pid != os.getpid():
+            # A fork the interpreter was not told about: uWSGI forks in C and, by default,
+            # runs no at-fork hooks. The parent's thread and buffer are not ours to use.
+            self._reset_after_fork()
         if self.options.sync_mode:
             return uuid if self._send_now(item) else None
         return uuid if self._consumer.put(item) else None
@@ -373,6 +378,8 @@ class Client:
             owner = _resolve_distinct_id(distinct_id, current_scope().distinct_id)
             if owner is None:
                 raise errors.EventError("a distinct_id (argument or context) is needed for flags")
+        if self._pid != os.getpid():
+            self._reset_after_fork()  # see _enqueue: a fork nobody announced
         poller = self._poller
         if poller is not None and poller.needs_start:
             poller.start()  # a forked child polls on its own thread
@@ -603,6 +610,7 @@ class Client:
             self.shutdown(self.options.shutdown_timeout)
 
     def _reset_after_fork(self) -> None:
+        self._pid = os.getpid()
         self._consumer.reinit_after_fork()
         if self._poller is not None:
             self._poller.reset_after_fork()

@@ -487,3 +487,15 @@ def test_module_level_flags_and_exceptions(monkeypatch, tmp_path):
             assert productos.capture_exception()
     finally:
         productos.shutdown()
+
+
+def test_a_fork_nobody_announced_is_noticed_by_the_process_id(make_client, sender):
+    client = make_client()
+    client.capture("before", distinct_id="u")
+    assert client.flush(5)
+    client._pid = -1  # as in a uWSGI worker: another process id, no at-fork hook ran
+    stale = client._consumer._buffer
+    assert client.capture("after", distinct_id="u")
+    assert client._consumer._buffer is not stale
+    assert client.flush(5)
+    assert [e["event"] for e in sender.events][-1] == "after"

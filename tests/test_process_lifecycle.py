@@ -137,3 +137,51 @@ def test_gunicorn_workers_deliver_their_events_on_sigterm(live_server, tmp_path,
     assert len(uuids) == len(set(uuids))  # a preloaded parent's queue is never sent twice
     loaded = [e for e in live_server.events if e["event"] == "app loaded"]
     assert len(loaded) == (1 if preload else 2)
+
+
+def _uwsgi() -> str:
+    found = shutil.which("uwsgi") or os.path.join(os.path.dirname(sys.executable), "uwsgi")
+    return found if os.path.exists(found) else ""
+
+
+@pytest.mark.skipif(not _uwsgi(), reason="uWSGI is not installed (.ci/run tries to build it)")
+@pytest.mark.parametrize("lazy_apps", [False, True], ids=["preforked-app", "lazy-apps"])
+def test_uwsgi_workers_deliver_their_events_on_sigterm(live_server, tmp_path, lazy_apps):
+    import socket
+
+    import requests
+
+    (tmp_path / "app.py").write_text(APP)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # uWSGI forks in C and runs no Python at-fork hooks by default: without --lazy-apps the
+    # workers inherit a client whose thread does not exist in them. productos notices the
+    # new process id on the next call and starts fresh.
+    command = [_uwsgi(), "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", "app.py",
+               "--callable", "app", "--master", "--processes", "2", "--die-on-term",
+               "--enable-threads", "--need-app", "--disable-logging"]
+    if lazy_apps:
+        command.append("--lazy-apps")
+    env = {**python_env(), "SINK_URL": live_server.url}
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/hello"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "uWSGI did not start"
+                time.sleep(0.1)
+        for _ in range(49):
+            assert requests.get(url, timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    requests_seen = [e for e in live_server.events if e["event"] == "request"]
+    assert len(requests_seen) == 50, output[-2000:]
+    uuids = live_server.uuids()
+    assert len(uuids) == len(set(uuids))
