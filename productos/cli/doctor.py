@@ -1,0 +1,191 @@
+"""Check connectivity, keys, flag definitions and clock skew: productos doctor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+
+from productos.cli._errors import EXIT_FAILURE, EXIT_OK, CLIError, describe_error
+from productos.cli._output import print_json, wants_json
+from productos.cli._settings import (
+    ENV_API_KEY,
+    ENV_PERSONAL_API_KEY,
+    Settings,
+    resolve_settings,
+)
+
+if TYPE_CHECKING:
+    from productos.definitions import Snapshot
+    from productos.transport import Response
+
+
+@dataclass
+class Check:
+    """One doctor check: PASS, WARN, FAIL or SKIP, with a detail line and optional items."""
+
+    name: str
+    status: str
+    detail: str
+    items: List[str] = field(default_factory=list)
+
+
+def _server_date(response: Response) -> Optional[float]:
+    from productos.transport import parse_http_date
+
+    return parse_http_date(response.headers.get("Date"))
+
+
+def run_doctor(settings: Settings) -> List[Check]:
+    """Run every check against the configured host; never raises for network trouble."""
+    from productos import errors
+    from productos.definitions import parse_definitions
+    from productos.remote import DefinitionsRequester, flags_request_body
+    from productos.transport import FLAGS_PATH, Transport
+
+    checks: List[Check] = []
+    skews: List[float] = []
+    transport = Transport(settings.host, timeout=settings.timeout)
+
+    def timed(call: Callable[[], Any]) -> Tuple[Any, float]:
+        before = time.time()
+        started = time.monotonic()
+        value = call()
+        elapsed = time.monotonic() - started
+        if hasattr(value, "headers"):
+            server = _server_date(value)
+            if server is not None:
+                # The Date header has whole seconds: compare with the middle of the request.
+                skews.append(server + 0.5 - (before + elapsed / 2))
+        return value, elapsed
+
+    try:
+        try:
+            response, elapsed = timed(lambda: transport.request("GET", "/"))
+        except errors.TransportError as exc:
+            checks.append(Check("host reachable", "FAIL", describe_error(exc)))
+            for name in ("project API key", "personal API key", "flag definitions",
+                         "clock skew"):
+                checks.append(Check(name, "SKIP", "host not reachable"))
+            return checks
+        checks.append(Check("host reachable", "PASS",
+                            f"{settings.host} answered HTTP {response.status} in "
+                            f"{elapsed * 1000:.0f} ms"))
+
+        if not settings.api_key:
+            checks.append(Check("project API key", "FAIL",
+                                f"not set: pass --api-key or set {ENV_API_KEY}"))
+        else:
+            body = json.dumps(flags_request_body(
+                settings.api_key, "productos-doctor", groups={}, person_properties={},
+                group_properties={}, device_id=None, disable_geoip=True)).encode()
+            try:
+                response, _ = timed(lambda: transport.post_json(FLAGS_PATH, body, gzip=False))
+            except errors.TransportError as exc:
+                checks.append(Check("project API key", "FAIL",
+                                    f"/flags request failed: {describe_error(exc)}"))
+            else:
+                checks.append(_project_key_check(response, settings))
+
+        if not settings.personal_api_key:
+            checks.append(Check("personal API key", "SKIP",
+                                f"not set: flags are evaluated by the server (set "
+                                f"{ENV_PERSONAL_API_KEY} for local evaluation)"))
+            checks.append(Check("flag definitions", "SKIP", "needs the personal API key"))
+        elif not settings.api_key:
+            checks.append(Check("personal API key", "SKIP", "needs the project API key too"))
+            checks.append(Check("flag definitions", "SKIP", "needs both keys"))
+        else:
+            requester = DefinitionsRequester(transport, settings.api_key,
+                                             settings.personal_api_key,
+                                             timeout=settings.timeout)
+            fetched = requester.fetch()
+            source = settings.personal_api_key_source
+            if fetched.outcome == "ok" and fetched.data is not None:
+                checks.append(Check("personal API key", "PASS",
+                                    f"accepted for flag definitions (from {source})"))
+                checks.append(_definitions_check(parse_definitions(fetched.data)))
+            else:
+                detail = describe_error(fetched.error) if fetched.error else fetched.outcome
+                if fetched.outcome == "unauthorized":
+                    text = (f"refused for flag definitions ({detail}): check "
+                            f"--personal-api-key or {ENV_PERSONAL_API_KEY} (from {source})")
+                elif fetched.outcome == "quota_limited":
+                    text = f"flag definitions are quota limited ({detail})"
+                else:
+                    text = f"flag definitions request failed: {detail}"
+                checks.append(Check("personal API key", "FAIL", text))
+                checks.append(Check("flag definitions", "SKIP", "not loaded"))
+        checks.append(_skew_check(skews))
+    finally:
+        transport.close()
+    return checks
+
+
+def _project_key_check(response: Response, settings: Settings) -> Check:
+    source = settings.api_key_source
+    if response.status == 200:
+        data = response.json()
+        if isinstance(data, dict) and "feature_flags" in (data.get("quotaLimited") or []):
+            return Check("project API key", "WARN",
+                         f"accepted by /flags, but flags are quota limited (from {source})")
+        return Check("project API key", "PASS", f"accepted by /flags (from {source})")
+    if response.status in (401, 403):
+        return Check("project API key", "FAIL",
+                     f"refused by /flags (HTTP {response.status}: {response.message()}): "
+                     f"check --api-key or {ENV_API_KEY} (from {source})")
+    return Check("project API key", "FAIL",
+                 f"/flags answered HTTP {response.status}: {response.message()}")
+
+
+def _definitions_check(snapshot: Snapshot) -> Check:
+    flags = list(snapshot.flags.values())
+    remote_only = [f for f in flags if not f.evaluable_locally]
+    items = [f"{f.key}: {f.local_problem}" for f in remote_only]
+    items += [f"problem: {p}" for p in snapshot.problems]
+    if not remote_only and not snapshot.problems:
+        return Check("flag definitions", "PASS",
+                     f"{len(flags)} flag(s), all can be evaluated locally")
+    return Check("flag definitions", "WARN",
+                 f"{len(flags)} flag(s); {len(remote_only)} cannot be evaluated locally "
+                 f"(the server is asked for those)", items)
+
+
+def _skew_check(skews: List[float]) -> Check:
+    if not skews:
+        return Check("clock skew", "SKIP", "the server sent no Date header")
+    skew = sorted(skews)[len(skews) // 2]
+    text = f"local clock is {abs(skew):.1f} s {'behind' if skew > 0 else 'ahead of'} the server"
+    if abs(skew) <= 5:
+        return Check("clock skew", "PASS", f"{text} (within 5 s)")
+    if abs(skew) <= 60:
+        return Check("clock skew", "WARN", f"{text}; event times may be off")
+    return Check("clock skew", "FAIL", f"{text}; fix the system clock (NTP)")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check connectivity, keys, definitions and clock skew."""
+    settings = resolve_settings(args)
+    checks = run_doctor(settings)
+    failed = [c for c in checks if c.status == "FAIL"]
+    if wants_json(args):
+        print_json({"host": settings.host, "ok": not failed,
+                     "checks": [{"name": c.name, "status": c.status, "detail": c.detail,
+                                 "items": c.items} for c in checks]})
+    else:
+        print(f"productos doctor: {settings.host}")
+        for check in checks:
+            print(f"  {check.status:<4}  {check.name:<17} {check.detail}")
+            for item in check.items:
+                print(f"        {'':<17} - {item}")
+        warned = sum(c.status == "WARN" for c in checks)
+        if failed:
+            print(f"{len(failed)} check(s) failed")
+        else:
+            print("all checks passed" + (f" ({warned} warning(s))" if warned else ""))
+    if failed:
+        raise CLIError(f"doctor: {len(failed)} check(s) failed: "
+                       + ", ".join(c.name for c in failed), EXIT_FAILURE, reported=True)
+    return EXIT_OK
