@@ -76,6 +76,7 @@ class Client:
                  feature_flags_request_timeout_seconds: float = 3.0,
                  enable_local_evaluation: bool = True,
                  flag_definitions_file: Optional[str] = None,
+                 flag_definitions: Optional[Mapping[str, Any]] = None,
                  flags_first_load_timeout: float = 1.0,
                  enable_exception_autocapture: bool = False,
                  project_root: Optional[str] = None,
@@ -139,7 +140,7 @@ class Client:
         self._pid = os.getpid()
         self._project_root = project_root
         self._setup_flags(enable_local_evaluation, flag_definitions_file,
-                          flags_first_load_timeout)
+                          flags_first_load_timeout, flag_definitions)
         self._autocapture: Any = None
         if enable_exception_autocapture and not self.disabled:
             self._autocapture = exceptions.install_autocapture(self)
@@ -327,16 +328,23 @@ class Client:
     # --- feature flags --------------------------------------------------------------------
 
     def _setup_flags(self, enable_local_evaluation: bool, definitions_file: Optional[str],
-                     first_load_timeout: float) -> None:
+                     first_load_timeout: float,
+                     definitions: Optional[Mapping[str, Any]] = None) -> None:
         opts = self.options
         self._definitions: SnapshotHolder[Snapshot] = SnapshotHolder(Snapshot.empty())
         self._definitions_file = definitions_file
         self._poller: Optional[Poller[Snapshot]] = None
         self._remote: Optional[RemoteFlagsRequester] = None
         wait_ready: Callable[[float], bool] = _always_ready
+        if definitions_file is not None and definitions is not None:
+            raise errors.ConfigurationError(
+                "give flag_definitions_file or flag_definitions, not both")
         if definitions_file is not None:
             # Offline mode: definitions from a file, never polled, no remote calls.
             self._definitions.swap(load_definitions_file(definitions_file))
+        elif definitions is not None:
+            # Offline mode too, from a mapping (tests, generated configuration).
+            self._definitions.swap(_parse_given_definitions(definitions))
         else:
             if not self.disabled:
                 self._remote = RemoteFlagsRequester(
@@ -526,6 +534,10 @@ class Client:
         except Exception as exc:
             self._flag_failed(exc, "loading flag definitions")
             return False
+
+    def set_flag_definitions(self, definitions: Mapping[str, Any]) -> None:
+        """Replace the definitions in force (with a poller running, its next fetch wins)."""
+        self._definitions.swap(_parse_given_definitions(definitions))
 
     def feature_flag_definitions(self) -> Optional[Mapping[str, Any]]:
         """Return the raw definitions in force (None before the first load)."""
@@ -779,3 +791,12 @@ def _as_message(item: Any) -> Any:
 def _always_ready(timeout: float) -> bool:
     """Definitions that never load over the network are ready at once."""
     return True
+
+
+def _parse_given_definitions(definitions: Any) -> Snapshot:
+    """Parse definitions handed over in code; a wrong shape is a configuration error."""
+    if not isinstance(definitions, Mapping) or not isinstance(definitions.get("flags"), list):
+        raise errors.ConfigurationError(
+            "flag definitions must be a mapping with a 'flags' list (the body of the "
+            "definitions endpoint)")
+    return parse_definitions(definitions)
