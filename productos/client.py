@@ -21,7 +21,7 @@ from productos.consumer import Consumer, Sender
 from productos.context import current_scope
 from productos.definitions import Snapshot, parse_definitions
 from productos.events import MAX_BATCH_BYTES, MAX_EVENT_BYTES, EventBuilder
-from productos.flag_service import FlagService
+from productos.flag_service import FlagService, flags_for_event
 from productos.flags import EvaluationContext, FlagResult
 from productos.options import ENV_PERSONAL_API_KEY, Options, resolve_api_key, resolve_host
 from productos.poller import (
@@ -560,9 +560,8 @@ class Client:
             given = _check_mapping("flags", flags) or {}
             values = {str(k): (v.value if isinstance(v, FlagResult) else v)
                       for k, v in given.items()}
-        merged: Dict[str, Any] = {f"$feature/{k}": v for k, v in values.items() if v is not None}
-        merged["$active_feature_flags"] = sorted(k for k, v in values.items()
-                                                 if v not in (None, False))
+        merged, active = flags_for_event(values)
+        merged["$active_feature_flags"] = active
         merged.update(props or {})
         return merged
 

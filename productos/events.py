@@ -289,9 +289,9 @@ def base_properties(disable_geoip: bool) -> Dict[str, Any]:
     return props
 
 
-def personless_id() -> Tuple[str, bool]:
-    """Return a fresh distinct id for an event without a person, and the personless flag."""
-    return str(_uuid.uuid4()), True
+def personless_id() -> str:
+    """Return a fresh distinct id for an event without a person."""
+    return str(_uuid.uuid4())
 
 
 class PartialMessage(dict):
@@ -350,7 +350,7 @@ class EventBuilder:
         if groups:
             props["$groups"] = dict(groups)
         if distinct_id is None:
-            distinct_id, _ = personless_id()
+            distinct_id = personless_id()
             props["$process_person_profile"] = False
         now_ns = time.time_ns()
         message: Dict[str, Any] = (PartialMessage if defer else dict)(

@@ -224,8 +224,11 @@ def called_event_error(result: FlagResult) -> Optional[str]:
     return None
 
 
-def flags_for_event(results: Mapping[str, FlagResult]) -> Tuple[Dict[str, Any], list]:
-    """Return ``$feature/<key>`` properties and the sorted active keys for capture(flags=...)."""
-    props = {f"$feature/{key}": r.value for key, r in results.items() if r.value is not None}
-    active = sorted(key for key, r in results.items() if r.value not in (None, False))
+def flags_for_event(values: Mapping[str, Any]) -> Tuple[Dict[str, Any], list]:
+    """Return ``$feature/<key>`` properties and the sorted active keys for capture(flags=...).
+
+    ``values`` maps keys to flag values (True/False/variant, None when unknown).
+    """
+    props = {f"$feature/{key}": value for key, value in values.items() if value is not None}
+    active = sorted(key for key, value in values.items() if value not in (None, False))
     return props, active

@@ -157,7 +157,7 @@ def test_deduplication_memory_is_bounded():
 
 def test_flags_for_event_lists_active_flags_sorted(loaded):
     results = loaded.service.all_results(ctx(), only_local=True)
-    props, active = flags_for_event(results)
+    props, active = flags_for_event({key: r.value for key, r in results.items()})
     assert props["$feature/simple"] is True and props["$feature/off"] is False
     assert "$feature/beta" not in props  # unknown values are left out
     assert active == sorted(active) and "simple" in active and "off" not in active

@@ -92,30 +92,21 @@ def app(environ, start_response):
 """
 
 
-@pytest.mark.skipif(shutil.which("gunicorn") is None and
-                    not os.path.exists(os.path.join(os.path.dirname(sys.executable), "gunicorn")),
-                    reason="gunicorn is not installed")
-@pytest.mark.parametrize("worker_class, preload", [
-    ("sync", False), ("sync", True), ("gthread", False), ("gthread", True),
-])
-def test_gunicorn_workers_deliver_their_events_on_sigterm(live_server, tmp_path,
-                                                          worker_class, preload):
+def free_port() -> int:
     import socket
 
-    import requests
-
-    (tmp_path / "app.py").write_text(APP)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-               "--workers", "2", "--worker-class", worker_class, "--graceful-timeout", "10",
-               "--chdir", str(tmp_path), "app:app"]
-    if preload:
-        command.insert(3, "--preload")
-    env = {**python_env(), "SINK_URL": live_server.url}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+        return probe.getsockname()[1]
+
+
+def serve_fifty_requests_then_sigterm(command, port: int, cwd, sink_url: str) -> str:
+    """Start a WSGI server, make 50 requests, send it SIGTERM; return what it printed."""
+    import requests
+
+    env = {**python_env(), "SINK_URL": sink_url}
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
         url = f"http://127.0.0.1:{port}/hello"
         deadline = time.monotonic() + 30
@@ -124,13 +115,32 @@ def test_gunicorn_workers_deliver_their_events_on_sigterm(live_server, tmp_path,
                 requests.get(url, timeout=2)
                 break
             except requests.ConnectionError:
-                assert time.monotonic() < deadline, "gunicorn did not start"
+                assert time.monotonic() < deadline, f"{command[0]} did not start"
                 time.sleep(0.1)
         for _ in range(49):
             assert requests.get(url, timeout=5).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        output, _ = proc.communicate(timeout=60)
+    return output
+
+
+@pytest.mark.skipif(shutil.which("gunicorn") is None and
+                    not os.path.exists(os.path.join(os.path.dirname(sys.executable), "gunicorn")),
+                    reason="gunicorn is not installed")
+@pytest.mark.parametrize("worker_class, preload", [
+    ("sync", False), ("sync", True), ("gthread", False), ("gthread", True),
+])
+def test_gunicorn_workers_deliver_their_events_on_sigterm(live_server, tmp_path,
+                                                          worker_class, preload):
+    (tmp_path / "app.py").write_text(APP)
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+               "--workers", "2", "--worker-class", worker_class, "--graceful-timeout", "10",
+               "--chdir", str(tmp_path), "app:app"]
+    if preload:
+        command.insert(3, "--preload")
+    serve_fifty_requests_then_sigterm(command, port, tmp_path, live_server.url)
     requests_seen = [e for e in live_server.events if e["event"] == "request"]
     assert len(requests_seen) == 50
     uuids = live_server.uuids()
@@ -147,14 +157,8 @@ def _uwsgi() -> str:
 @pytest.mark.skipif(not _uwsgi(), reason="uWSGI is not installed (.ci/run tries to build it)")
 @pytest.mark.parametrize("lazy_apps", [False, True], ids=["preforked-app", "lazy-apps"])
 def test_uwsgi_workers_deliver_their_events_on_sigterm(live_server, tmp_path, lazy_apps):
-    import socket
-
-    import requests
-
     (tmp_path / "app.py").write_text(APP)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     # uWSGI forks in C and runs no Python at-fork hooks by default: without --lazy-apps the
     # workers inherit a client whose thread does not exist in them. productos notices the
     # new process id on the next call and starts fresh.
@@ -163,24 +167,7 @@ def test_uwsgi_workers_deliver_their_events_on_sigterm(live_server, tmp_path, la
                "--enable-threads", "--need-app", "--disable-logging"]
     if lazy_apps:
         command.append("--lazy-apps")
-    env = {**python_env(), "SINK_URL": live_server.url}
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        url = f"http://127.0.0.1:{port}/hello"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url, timeout=2)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "uWSGI did not start"
-                time.sleep(0.1)
-        for _ in range(49):
-            assert requests.get(url, timeout=5).status_code == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
+    output = serve_fifty_requests_then_sigterm(command, port, tmp_path, live_server.url)
     requests_seen = [e for e in live_server.events if e["event"] == "request"]
     assert len(requests_seen) == 50, output[-2000:]
     uuids = live_server.uuids()
