@@ -20,6 +20,9 @@ from productos.transport import BatchOutcome
 
 log = logging.getLogger("productos")
 
+# Marks the threads that run a consumer's sends, so callbacks on them can be told apart.
+_local = threading.local()
+
 OVERFLOW_POLICIES = ("drop_new", "drop_old", "block")
 
 # Room for the envelope around the events: api_key, sent_at and the JSON punctuation.
@@ -49,7 +52,7 @@ class Consumer:
                  max_batch_bytes: int = MAX_BATCH_BYTES,
                  max_queue_bytes: Optional[int] = None, on_full: str = "drop_new",
                  block_timeout: float = 0.5, max_concurrent_requests: int = 4,
-                 name: str = "productos-consumer") -> None:
+                 local_store: bool = False, name: str = "productos-consumer") -> None:
         if on_full not in OVERFLOW_POLICIES:
             raise ValueError(f"on_full must be one of {', '.join(OVERFLOW_POLICIES)}")
         self._sender = sender
@@ -64,9 +67,18 @@ class Consumer:
         self._pressure_at = max(flush_at, max_queue_size // 4)
         self._on_full = on_full
         self._block_timeout = block_timeout
-        self._concurrency = max(1, max_concurrent_requests)
+        # A sender that stores locally (the spool) takes a batch in milliseconds whatever the
+        # network does: a full buffer waits for it briefly instead of dropping, a flush or
+        # shutdown never gives items up, and one writer is enough.
+        self._max_concurrency = max(1, max_concurrent_requests)
+        self.set_local_store(local_store)
         self._name = name
         self._init_state()
+
+    def set_local_store(self, local_store: bool) -> None:
+        """Say whether the sender stores locally (a spool this process owns) or sends."""
+        self._local_store = local_store
+        self._concurrency = 1 if local_store else self._max_concurrency
 
     def _init_state(self) -> None:
         self._buffer: Deque[bytes] = collections.deque()
@@ -78,6 +90,7 @@ class Consumer:
         self._flush_done = 0
         self._stopping = False
         self._closed = False
+        self._exited = False  # the worker has returned; no flush ticket will be served
         self._deadline: Optional[float] = None
         self._space = threading.Condition(threading.Lock())  # signalled when items are taken
         self._count_lock = threading.Lock()  # taken/in_flight/bytes when several threads send
@@ -125,6 +138,8 @@ class Consumer:
 
     def _make_room(self, item: bytes) -> bool:
         """Apply the overflow policy to a full buffer; return True if item may be appended."""
+        if self._on_full == "block" or self._local_store:
+            self._wait_for_room(item)
         if self._on_full == "drop_old":
             while self._full(item):
                 try:
@@ -133,17 +148,6 @@ class Consumer:
                     break
                 self._release_bytes(oldest)
                 self._on_reject("queue_full", oldest)
-        elif self._on_full == "block":
-            if self._thread is None:
-                self._start()
-            self._wake.set()  # the sender should make room now, not at the next interval
-            deadline = time.monotonic() + self._block_timeout
-            with self._space:
-                while self._full(item):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closed:
-                        break
-                    self._space.wait(remaining)
         if self._full(item):
             self._on_reject("queue_full", item)
             return False
@@ -151,6 +155,20 @@ class Consumer:
             with self._count_lock:
                 self.queued_bytes += len(item)
         return True
+
+    def _wait_for_room(self, item: bytes) -> None:
+        if self._thread is None:
+            self._start()
+        if self.on_worker_thread():
+            return  # a callback on the worker itself: waiting would wait on ourselves
+        self._wake.set()  # the sender should make room now, not at the next interval
+        deadline = time.monotonic() + self._block_timeout
+        with self._space:
+            while self._full(item):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._space.wait(remaining)
 
     def _release_bytes(self, item_or_size: Any) -> None:
         if self._max_queue_bytes is not None:
@@ -169,27 +187,38 @@ class Consumer:
         """Events waiting in the buffer."""
         return len(self._buffer)
 
+    def on_worker_thread(self) -> bool:
+        """True when called from the worker or one of its drain helpers (e.g. in on_error)."""
+        return getattr(_local, "consumer", None) is self
+
     def flush(self, timeout: Optional[float] = None) -> bool:
-        """Send everything queued before this call; return True if all of it was settled in time."""
+        """Send everything queued before this call; return True if all of it was settled in time.
+
+        Called from the worker itself (an ``on_error`` or ``on_drop`` callback), it returns
+        False at once: the worker cannot wait for its own work.
+        """
+        if self.on_worker_thread():
+            log.debug("productos: flush() from a delivery callback returns at once")
+            return False
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                idle = not self._buffer
-            else:
-                idle = False
+            running = self._thread is not None and not self._exited
+            if running:
                 self._flush_requested += 1
                 ticket = self._flush_requested
-        if idle:
-            return True
-        if self._thread is None or not self._thread.is_alive():
-            return self._drain_here(timeout)
+        if not running:
+            return True if not self._buffer else self._drain_here(timeout)
         self._wake.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._flush_done < ticket:
+            while self._flush_done < ticket and not self._exited:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 self._settled.wait(remaining)
+            exited = self._exited
+        if exited and self._buffer:  # the worker stopped (shutdown) before serving us
+            return self._drain_here(None if deadline is None
+                                    else max(0.0, deadline - time.monotonic()))
         return True
 
     def shutdown(self, timeout: Optional[float] = None) -> bool:
@@ -201,11 +230,16 @@ class Consumer:
             self._deadline = deadline
             self._stopping = True
             thread = self._thread
+        if self._on_full == "block" or self._local_store:
+            with self._space:
+                self._space.notify_all()  # callers waiting for room give up now
         if already and thread is None:
             return not self._buffer
-        if thread is None or not thread.is_alive():
+        if thread is None or self._exited:
             return self._drain_here(timeout)
         self._wake.set()
+        if self.on_worker_thread():
+            return False  # from a callback on the worker: it stops after this round
         thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             # Cut back-off waits short; the worker accounts for what it could not send.
@@ -239,6 +273,17 @@ class Consumer:
             self._thread = thread
 
     def _run(self) -> None:
+        _local.consumer = self
+        try:
+            self._loop()
+        finally:
+            # Whatever ended the loop, nobody may wait for a ticket it will never serve.
+            with self._lock:
+                self._exited = True
+                self._flush_done = self._flush_requested
+                self._settled.notify_all()
+
+    def _loop(self) -> None:
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
@@ -250,10 +295,6 @@ class Consumer:
                 # shutdown); steady traffic keeps one batch in flight and memory low.
                 draining = stopping or ticket != self._flush_done
                 self._send_waiting(self._deadline if stopping else None, fan_out=draining)
-                if not stopping and getattr(self._sender, "durable", False):
-                    # Rows may wait on disk from an outage or an earlier run: offer them
-                    # again even when nothing new arrived (the sender paces its retries).
-                    self._on_outcome(self._sender.send((), None))
             except Exception:  # the worker must never die, whatever a sender does
                 log.exception("productos: unexpected error in the consumer thread")
             with self._lock:
@@ -276,7 +317,7 @@ class Consumer:
                 and budget[0] > self._max_batch):
             extra = min(self._concurrency - 1, budget[0] // self._max_batch)
             for index in range(extra):
-                thread = threading.Thread(target=self._send_loop, args=(budget, deadline),
+                thread = threading.Thread(target=self._helper_loop, args=(budget, deadline),
                                           name=f"{self._name}-drain-{index}", daemon=True)
                 try:
                     thread.start()
@@ -287,9 +328,13 @@ class Consumer:
         for thread in helpers:
             thread.join()
 
+    def _helper_loop(self, budget: List[int], deadline: Optional[float]) -> None:
+        _local.consumer = self
+        self._send_loop(budget, deadline)
+
     def _send_loop(self, budget: List[int], deadline: Optional[float]) -> None:
         while True:
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and time.monotonic() >= deadline and not self._local_store:
                 self._give_up_rest("shutdown_timeout")
                 return
             batch = self._take_batch(budget)
@@ -326,7 +371,7 @@ class Consumer:
             self.in_flight += len(batch)
             if self._max_queue_bytes is not None:
                 self.queued_bytes -= size - len(batch)
-        if batch and self._on_full == "block":
+        if batch and (self._on_full == "block" or self._local_store):
             with self._space:
                 self._space.notify_all()
         return batch
@@ -338,10 +383,6 @@ class Consumer:
                 items.append(self._buffer.popleft())
             self.taken += len(items)
             self.queued_bytes = 0
-        if items and getattr(self._sender, "durable", False):
-            # A durable sender keeps them on disk for the next run instead of dropping them.
-            self._on_outcome(self._sender.send(items, time.monotonic()))
-            return
         if items:
             outcome = BatchOutcome()
             outcome.drop(reason, items, TimeoutError("shutdown timeout reached"))

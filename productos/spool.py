@@ -1,13 +1,25 @@
 """A durable spool: events wait in a SQLite file until the server has taken them.
 
-Opt-in with ``Client(spool_path=...)``. The consumer thread (never the caller's) writes
-events to the spool in batches and sends from it; a row is deleted only after the server
-answered 200 (or refused it for good). After a crash, ``kill -9`` or a long outage, a new
-client on the same path sends what is pending, with the same uuids and timestamps.
+Opt-in with ``Client(spool_path=...)``. Two threads share the file and never wait on each
+other:
+
+- the consumer's worker writes each batch it takes from memory to disk at once
+  (``SpoolingSender.send``). That write never touches the network, so however the endpoint
+  behaves (refusing, hanging, throttling) admitted events reach the disk within
+  ``flush_interval`` and the memory buffer keeps draining;
+- a delivery thread (``SpoolDelivery``) reads the oldest rows, sends them, and deletes what
+  the server took or refused for good. An outage only slows this thread down.
+
+After a crash, ``kill -9`` or a long outage, a new client on the same path sends what is
+pending, with the same uuids and timestamps. Rows written by an earlier run are accounted
+apart: this run never counted them as captured.
 
 One process owns a spool file at a time: it holds an exclusive lock on ``<path>.lock``.
 A second process (or a forked child) that points at the same file is told so in the log
 and keeps its events in memory instead, so no event is ever sent twice by two owners.
+
+If a write fails (disk full, file removed, I/O error) the batch is sent from memory, as
+without a spool; the failure is logged once with its cause, and again when writes work.
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from productos.transport import BatchOutcome
 
@@ -46,6 +59,25 @@ class SpoolBusyError(RuntimeError):
     """Another process owns this spool file."""
 
 
+@dataclass(frozen=True)
+class SpooledRow:
+    """One event read back from the spool."""
+
+    id: int
+    size: int
+    body: bytes
+    mine: bool  # written by this run (counted as captured here), not an earlier one
+
+
+@dataclass
+class SpoolCounts:
+    """Rows on disk, kept in memory so reading them costs no query (and survives close)."""
+
+    mine: int = 0
+    earlier: int = 0
+    bytes: int = 0
+
+
 class Spool:
     """A FIFO of serialised events in one SQLite file (WAL mode), owned by one process."""
 
@@ -60,12 +92,14 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            count, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events").fetchone()
         except Exception:
             self._release_lock()
             raise
-        self._guard = threading.Lock()
-        row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()
-        self._bytes = int(row[0])
+        self._guard = threading.Lock()  # one statement at a time on the shared connection
+        self.counts = SpoolCounts(earlier=int(count), bytes=int(size))
+        self._closed = False
 
     def _acquire_lock(self) -> Any:
         directory = os.path.dirname(self.path)
@@ -86,104 +120,158 @@ class Spool:
         except Exception:
             pass
 
-    def add(self, items: Sequence[bytes]) -> List[bytes]:
-        """Append items; return those evicted (oldest first) to stay within max_bytes."""
+    @property
+    def closed(self) -> bool:
+        """True once close() ran."""
+        return self._closed
+
+    def add(self, items: Sequence[bytes]) -> List[SpooledRow]:
+        """Append items in one transaction; return the rows evicted to stay within max_bytes.
+
+        Raises the database error when the write fails; nothing is then stored or evicted.
+        """
         rows = [(self.run, len(body), body) for body in items]
+        added = sum(size for _, size, _ in rows)
         with self._guard:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the spool is closed")
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT INTO events (run, size, body) VALUES (?, ?, ?)",
-                                     rows)
+                self._db.executemany(
+                    "INSERT INTO events (run, size, body) VALUES (?, ?, ?)", rows)
+                evicted = self._pick_evictions(self.counts.bytes + added)
+                self._delete_ids([row.id for row in evicted])
                 self._db.execute("COMMIT")
-            except Exception:
-                self._db.execute("ROLLBACK")
+            except BaseException:
+                self._rollback()
                 raise
-            self._bytes += sum(r[1] for r in rows)
-            return self._evict_over_budget()
+            counts = self.counts
+            counts.mine += len(rows)
+            counts.bytes += added
+            self._forget(evicted)
+            return evicted
 
-    def _evict_over_budget(self) -> List[bytes]:
-        evicted: List[bytes] = []
-        while self._bytes > self.max_bytes:
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:  # SQLite may have rolled back on its own (disk full)
+            pass
+
+    def _pick_evictions(self, total: int) -> List[SpooledRow]:
+        evicted: List[SpooledRow] = []
+        last_id = 0
+        while total > self.max_bytes:
             found = self._db.execute(
-                "SELECT id, size, body FROM events ORDER BY id LIMIT 500").fetchall()
+                "SELECT id, run, size, body FROM events WHERE id > ? ORDER BY id LIMIT 500",
+                (last_id,)).fetchall()
             if not found:
-                self._bytes = 0
                 break
-            doomed = []
-            for row_id, size, body in found:
-                if self._bytes <= self.max_bytes:
+            for row_id, run, size, body in found:
+                if total <= self.max_bytes:
                     break
-                doomed.append(row_id)
-                evicted.append(bytes(body))
-                self._bytes -= size
-            self._delete_locked(doomed)
+                evicted.append(SpooledRow(row_id, size, bytes(body), run == self.run))
+                total -= size
+                last_id = row_id
         return evicted
 
-    def oldest(self, max_count: int, max_bytes: int) -> List[Tuple[int, bytes, bool]]:
-        """Return up to one batch of the oldest rows as (id, body, from_this_run)."""
+    def oldest(self, max_count: int, max_bytes: int, batches: int = 1) -> List[List[SpooledRow]]:
+        """Return up to ``batches`` batches of the oldest rows, each bounded by count and bytes."""
         with self._guard:
+            if self._closed:
+                return []
             found = self._db.execute(
-                "SELECT id, run, size, body FROM events ORDER BY id LIMIT ?", (max_count,)
-            ).fetchall()
-        batch: List[Tuple[int, bytes, bool]] = []
+                "SELECT id, run, size, body FROM events ORDER BY id LIMIT ?",
+                (max_count * batches,)).fetchall()
+        result: List[List[SpooledRow]] = []
+        batch: List[SpooledRow] = []
         total = 0
         for row_id, run, size, body in found:
-            if batch and total + size + 1 > max_bytes:
-                break
-            batch.append((row_id, bytes(body), run == self.run))
+            if batch and (len(batch) >= max_count or total + size + 1 > max_bytes):
+                result.append(batch)
+                if len(result) == batches:
+                    return result
+                batch, total = [], 0
+            batch.append(SpooledRow(row_id, size, bytes(body), run == self.run))
             total += size + 1
-        return batch
+        if batch:
+            result.append(batch)
+        return result
 
-    def delete(self, ids: Sequence[int]) -> None:
+    def delete(self, rows: Sequence[SpooledRow]) -> None:
         """Remove rows the server has taken (or refused for good)."""
-        if not ids:
+        if not rows:
             return
         with self._guard:
-            self._delete_locked(ids)
-            row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()
-            self._bytes = int(row[0])
+            if self._closed:
+                return
+            self._delete_ids([row.id for row in rows])
+            self._forget(rows)
 
-    def _delete_locked(self, ids: Sequence[int]) -> None:
-        self._db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
+    def _delete_ids(self, ids: Sequence[int]) -> None:
+        if ids:
+            self._db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
 
-    def pending(self) -> Tuple[int, int]:
-        """Return how many rows wait: (from this run, from earlier runs)."""
-        with self._guard:
-            mine, total = self._db.execute(
-                "SELECT COALESCE(SUM(run = ?), 0), COUNT(*) FROM events", (self.run,)
-            ).fetchone()
-        return int(mine), int(total) - int(mine)
+    def _forget(self, rows: Sequence[SpooledRow]) -> None:
+        counts = self.counts
+        for row in rows:
+            if row.mine:
+                counts.mine -= 1
+            else:
+                counts.earlier -= 1
+            counts.bytes -= row.size
 
     def close(self) -> None:
-        """Close the database and give up ownership."""
+        """Close the database and give up ownership; the counts stay readable."""
         with self._guard:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self._db.close()
             finally:
                 self._release_lock()
 
 
-class SpoolingSender:
-    """A Sender that writes batches to a Spool and delivers from it through another Sender."""
+@dataclass
+class EarlierRuns:
+    """What became of rows that earlier runs wrote: reported apart from this run's books."""
 
-    durable = True
+    recovered: int = 0
+    dropped: Dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, count: int) -> None:
+        """Count earlier-run rows given up for reason."""
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+
+Account = Callable[[BatchOutcome], None]
+
+
+class SpoolingSender:
+    """The consumer's Sender when a spool is on: writes batches to disk, never to the network.
+
+    Delivery happens on the ``SpoolDelivery`` thread. When the spool cannot be opened or a
+    write fails, batches go to the inner sender from memory instead.
+    """
 
     def __init__(self, inner: Any, path: str, *, max_bytes: int, max_batch_size: int,
-                 max_batch_bytes: int, outage_delay: float = 1.0, outage_cap: float = 30.0,
-                 clock: Any = time.monotonic) -> None:
+                 max_batch_bytes: int, account: Account, concurrency: int = 1,
+                 interval: float = 0.5, outage_delay: float = 1.0, outage_cap: float = 30.0,
+                 background: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.path = path
         self.max_bytes = max_bytes
-        self._max_batch = max_batch_size
-        self._max_batch_bytes = max_batch_bytes
-        self._outage_delay = outage_delay
-        self._outage_cap = outage_cap
-        self._clock = clock
-        self._lock = threading.Lock()  # one spool round at a time
-        self._resume_at = 0.0
-        self._failures = 0
-        self.recovered = 0  # rows of earlier runs delivered by this one
+        self._account = account
+        self._write_failing = False
+        self.earlier = EarlierRuns()
+        self.books = threading.Lock()  # row deletions and their counting happen as one step
         self.spool: Optional[Spool] = self._open()
+        self.delivery = SpoolDelivery(
+            self, max_batch_size=max_batch_size, max_batch_bytes=max_batch_bytes,
+            concurrency=concurrency, interval=interval, outage_delay=outage_delay,
+            outage_cap=outage_cap, background=background, clock=clock)
 
     def _open(self) -> Optional[Spool]:
         try:
@@ -196,65 +284,46 @@ class SpoolingSender:
             log.error("productos: cannot open spool %s (%s); events stay in memory",
                       self.path, exc)
             return None
-        waiting = spool.pending()[1]
-        if waiting:
+        if spool.counts.earlier:
             log.info("productos: %d event(s) from an earlier run wait in the spool; "
-                     "sending them", waiting)
+                     "sending them", spool.counts.earlier)
         return spool
 
-    def pending(self) -> Tuple[int, int]:
-        """Rows waiting in the spool: (this run, earlier runs)."""
-        return (0, 0) if self.spool is None else self.spool.pending()
+    @property
+    def active(self) -> bool:
+        """True while events go to disk (the file is open and owned by this process)."""
+        return self.spool is not None and not self.spool.closed
 
-    def send(self, items: Sequence[bytes], deadline: Optional[float] = None) -> BatchOutcome:
-        """Spool items, then deliver what the spool holds while the endpoint takes it."""
+    def pending(self) -> Tuple[int, int]:
+        """Rows waiting in the spool: (this run, earlier runs); last known after close."""
         spool = self.spool
         if spool is None:
-            return self.inner.send(items, deadline)
-        outcome = BatchOutcome()
-        with self._lock:
-            if items:
-                evicted = spool.add(items)
-                if evicted:
-                    outcome.drop("spool_full", evicted,
-                                 RuntimeError("the spool reached spool_max_bytes"))
-            if deadline is not None and self._clock() >= deadline:
-                return outcome  # no time left: the rows wait on disk for the next run
-            if self._clock() < self._resume_at and deadline is None:
-                return outcome  # an outage: wait out the back-off before trying again
-            self._deliver(spool, outcome, deadline)
-        return outcome
+            return (0, 0)
+        return (spool.counts.mine, spool.counts.earlier)
 
-    def _deliver(self, spool: Spool, outcome: BatchOutcome, deadline: Optional[float]) -> None:
-        while True:
-            rows = spool.oldest(self._max_batch, self._max_batch_bytes)
-            if not rows:
-                return
-            bodies = [body for _, body, _ in rows]
-            result = self.inner.send(bodies, deadline)
-            outcome.retries += result.retries
-            kept: Dict[int, None] = {}
-            for reason, error, failed in result.failures:
-                if reason in _KEEP_REASONS:
-                    kept.update((id(b), None) for b in failed)
-                    continue
-                outcome.drop(reason, failed, error)
-            done = [(row_id, mine) for (row_id, body, mine) in rows if id(body) not in kept]
-            spool.delete([row_id for row_id, _ in done])
-            failed_final = sum(result.dropped.get(r, 0) for r in result.dropped
-                               if r not in _KEEP_REASONS)
-            delivered = len(done) - failed_final
-            earlier = sum(1 for _, mine in done if not mine)
-            # Rows of earlier runs are reported apart: this run never counted them as captured.
-            self.recovered += min(earlier, delivered)
-            outcome.delivered += max(0, delivered - earlier)
-            if kept:
-                self._failures += 1
-                delay = min(self._outage_cap, self._outage_delay * 2 ** (self._failures - 1))
-                self._resume_at = self._clock() + delay
-                return
-            self._failures = 0
-            self._resume_at = 0.0
+    def send(self, items: Sequence[bytes], deadline: Optional[float] = None) -> BatchOutcome:
+        """Write items to the spool (falling back to sending them from memory); never raise."""
+        spool = self.spool
+        if spool is None or spool.closed or not items:
+            return self.inner.send(items, deadline)
+        try:
+            evicted = spool.add(items)
+        except Exception as exc:
+            if not self._write_failing:
+                self._write_failing = True
+                log.error("productos: cannot write to the spool %s (%s); sending events from "
+                          "memory until writing works again", spool.path, exc)
+            return self.inner.send(items, deadline)
+        if self._write_failing:
+            self._write_failing = False
+            log.warning("productos: writing to the spool %s works again", spool.path)
+        outcome = BatchOutcome()
+        mine = [row.body for row in evicted if row.mine]
+        if mine:
+            outcome.drop("spool_full", mine, RuntimeError("the spool reached spool_max_bytes"))
+        self.earlier.drop("spool_full", len(evicted) - len(mine))
+        self.delivery.notify_written()
+        return outcome
 
     def cancel(self) -> None:
         """Cut the inner sender's back-off short; unsent rows stay spooled."""
@@ -263,11 +332,265 @@ class SpoolingSender:
     def reset_after_fork(self) -> None:
         """In a forked child the parent owns the spool: try to own it, else use memory."""
         self.inner.reset_after_fork()
-        self._lock = threading.Lock()
+        self.books = threading.Lock()
+        self.earlier = EarlierRuns()
+        self._write_failing = False
         self.spool = self._open()
+        self.delivery.reset_after_fork()
 
     def close(self) -> None:
-        """Release the spool file."""
+        """Release the spool file (its counts stay readable)."""
         if self.spool is not None:
             self.spool.close()
-            self.spool = None
+
+    # --- used by the delivery thread ------------------------------------------------------
+
+    def settle(self, rows: Sequence[SpooledRow], result: BatchOutcome) -> bool:
+        """Delete the rows a send settled and account for them; return False if some are kept."""
+        spool = self.spool
+        if spool is None:
+            return True
+        kept: Dict[int, None] = {}
+        final: Dict[int, str] = {}
+        errors: Dict[str, BaseException] = {}
+        for reason, error, failed in result.failures:
+            ids = {id(body) for body in failed}
+            if reason in _KEEP_REASONS:
+                kept.update(dict.fromkeys(ids))
+            else:
+                final.update(dict.fromkeys(ids, reason))
+                errors.setdefault(reason, error)
+        done = [row for row in rows if id(row.body) not in kept]
+        outcome = BatchOutcome(retries=result.retries)
+        by_reason: Dict[str, List[bytes]] = {}
+        for row in done:
+            reason = final.get(id(row.body))
+            if reason is None:
+                if row.mine:
+                    outcome.delivered += 1
+                else:
+                    self.earlier.recovered += 1
+            elif row.mine:
+                by_reason.setdefault(reason, []).append(row.body)
+            else:
+                self.earlier.drop(reason, 1)
+        for reason, bodies in by_reason.items():
+            outcome.drop(reason, bodies, errors[reason])
+        with self.books:
+            spool.delete(done)
+            self._account(outcome)
+        return not kept
+
+
+class SpoolDelivery:
+    """The thread that sends spooled rows, oldest first, and paces itself through outages."""
+
+    def __init__(self, owner: SpoolingSender, *, max_batch_size: int, max_batch_bytes: int,
+                 concurrency: int, interval: float, outage_delay: float, outage_cap: float,
+                 background: bool, clock: Callable[[], float]) -> None:
+        self._owner = owner
+        self._background = background  # False in sync mode: callers deliver on their thread
+        self._max_batch = max_batch_size
+        self._max_bytes = max_batch_bytes
+        self._concurrency = max(1, concurrency)
+        self._interval = interval
+        self._outage_delay = outage_delay
+        self._outage_cap = outage_cap
+        self._clock = clock
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._thread: Optional[threading.Thread] = None
+        self._requested = 0  # flush tickets handed out
+        self._served = 0     # tickets whose pass has ended
+        self._stopping = False
+        self._exited = False
+        self._deadline: Optional[float] = None
+        self._resume_at = 0.0
+        self._failures = 0
+        self._last_ok = True
+        self.thread_ident: Optional[int] = None
+
+    def reset_after_fork(self) -> None:
+        """A forked child starts with no thread (one starts at its first write)."""
+        self._init_state()
+
+    def start(self) -> None:
+        """Start the thread once (e.g. for rows an earlier run left)."""
+        with self._lock:
+            if (self._thread is not None or self._stopping or not self._background
+                    or not self._owner.active):
+                return
+            thread = threading.Thread(target=self._run, name="productos-spool-delivery",
+                                      daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no new threads at interpreter shutdown
+                return
+            self._thread = thread
+
+    def notify_written(self) -> None:
+        """Rows were written: deliver them soon (not before an outage's back-off ends)."""
+        if self._thread is None:
+            if self._background:
+                self.start()
+        elif not self._wake.is_set():
+            self._wake.set()
+
+    def on_own_thread(self) -> bool:
+        """True when called from the delivery thread (or one of its helpers)."""
+        return getattr(_local, "spool_delivery", None) is self
+
+    def flush(self, timeout: Optional[float]) -> bool:
+        """Try every row written so far now; True if the spool holds none of this run's after."""
+        if not self._owner.active:
+            return True
+        if self._thread is None:
+            if not self._owner.pending()[0] and not self._owner.pending()[1]:
+                return True
+            self.start()
+        with self._lock:
+            if self._exited or self._thread is None:
+                return self._pass_here(timeout)
+            self._requested += 1
+            ticket = self._requested
+        self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._served < ticket and not self._exited:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._settled.wait(remaining)
+        return self._owner.pending()[0] == 0
+
+    def shutdown(self, timeout: Optional[float]) -> bool:
+        """Make a last pass within timeout and stop; what is left stays on disk."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._stopping = True
+            self._deadline = deadline
+            thread = self._thread
+        if thread is None:
+            if self._owner.active:
+                self._pass_here(timeout)
+            return self._owner.pending()[0] == 0
+        self._wake.set()
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            self._owner.cancel()  # cut a back-off wait short; the rows stay on disk
+            thread.join(1.0)
+        return self._owner.pending()[0] == 0
+
+    def deliver_now(self, deadline: Optional[float]) -> None:
+        """Make one pass on the caller's thread (sync mode)."""
+        with self._lock:
+            if self._thread is not None and not self._exited:
+                self._requested += 1
+                self._wake.set()
+                return
+        self._pass(deadline, forced=True)
+
+    def _pass_here(self, timeout: Optional[float]) -> bool:
+        self._pass(None if timeout is None else time.monotonic() + timeout, forced=True)
+        return self._owner.pending()[0] == 0
+
+    def _run(self) -> None:
+        _local.spool_delivery = self
+        self.thread_ident = threading.get_ident()
+        try:
+            while True:
+                self._wake.wait(self._next_wait())
+                self._wake.clear()
+                with self._lock:
+                    ticket = self._requested
+                    stopping = self._stopping
+                    deadline = self._deadline if stopping else None
+                forced = stopping or ticket != self._served
+                try:
+                    if forced or self._clock() >= self._resume_at:
+                        self._pass(deadline, forced)
+                except Exception:  # the thread must never die, whatever happens
+                    log.exception("productos: unexpected error in the spool delivery thread")
+                with self._lock:
+                    self._served = ticket
+                    self._settled.notify_all()
+                if stopping:
+                    return
+        finally:
+            with self._lock:
+                self._exited = True
+                self._served = self._requested
+                self._settled.notify_all()
+
+    def _next_wait(self) -> float:
+        wait = self._interval
+        if self._resume_at:
+            wait = max(wait, self._resume_at - self._clock())
+        return max(0.0, wait)
+
+    def _pass(self, deadline: Optional[float], forced: bool) -> None:
+        """Send rows until the spool is empty, an attempt fails, or the deadline passes."""
+        owner = self._owner
+        spool = owner.spool
+        if spool is None or spool.closed:
+            return
+        upto: Optional[int] = None
+        while deadline is None or self._clock() < deadline:
+            width = self._concurrency if self._last_ok else 1
+            batches = spool.oldest(self._max_batch, self._max_bytes, width)
+            if upto is not None:  # rows written during the pass wait for the next one
+                batches = [[r for r in b if r.id <= upto] for b in batches]
+                batches = [b for b in batches if b]
+            if not batches:
+                return
+            if upto is None:
+                upto = batches[-1][-1].id
+            ok = self._send_batches(batches, deadline)
+            self._last_ok = ok
+            if not ok:
+                self._failures += 1
+                delay = min(self._outage_cap, self._outage_delay * 2 ** (self._failures - 1))
+                self._resume_at = self._clock() + delay
+                return
+            self._failures = 0
+            self._resume_at = 0.0
+
+    def _send_batches(self, batches: List[List[SpooledRow]], deadline: Optional[float]) -> bool:
+        if len(batches) == 1:
+            return self._send_one(batches[0], deadline)
+        results: List[bool] = []
+        helpers = []
+        for batch in batches[1:]:
+            thread = threading.Thread(target=lambda b=batch: results.append(
+                self._send_one(b, deadline, helper=True)), name="productos-spool-send",
+                daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                results.append(self._send_one(batch, deadline))
+                continue
+            helpers.append(thread)
+        results.append(self._send_one(batches[0], deadline))
+        for thread in helpers:
+            thread.join()
+        return all(results)
+
+    def _send_one(self, rows: List[SpooledRow], deadline: Optional[float],
+                  helper: bool = False) -> bool:
+        if helper:
+            _local.spool_delivery = self
+        owner = self._owner
+        try:
+            result = owner.inner.send([row.body for row in rows], deadline)
+        except Exception as exc:  # a Sender broke its contract: keep the rows, say why
+            log.exception("productos: sender raised while delivering spooled events")
+            result = BatchOutcome()
+            result.drop("retries_exhausted", [row.body for row in rows], exc)
+        return owner.settle(rows, result)
+
+
+_local = threading.local()

@@ -40,6 +40,7 @@ class Stats:
         self.retried = 0
         self.filtered = 0
         self.rejected_before_queue = 0
+        self.sent_directly = 0  # sync mode: handed to the sender on the caller's thread
         self.dropped: Dict[str, int] = {}
 
     def add_sent(self, count: int, retries: int) -> None:
@@ -54,6 +55,11 @@ class Stats:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
             if before_queue:
                 self.rejected_before_queue += count
+
+    def add_direct(self) -> None:
+        """Record an event sent on the caller's thread (sync mode), bypassing the buffer."""
+        with self._lock:
+            self.sent_directly += 1
 
     def add_filtered(self) -> None:
         """Record an event that before_send chose to drop."""
