@@ -20,7 +20,12 @@ from productos import _lifecycle, errors, exceptions
 from productos.consumer import Consumer, Sender
 from productos.context import current_scope
 from productos.definitions import Snapshot, parse_definitions
-from productos.events import MAX_BATCH_BYTES, MAX_EVENT_BYTES, EventBuilder
+from productos.events import (
+    MAX_BATCH_BYTES,
+    MAX_EVENT_BYTES,
+    EventBuilder,
+    checked_hook_output,
+)
 from productos.flag_service import FlagService, flags_for_event
 from productos.flags import EvaluationContext, FlagResult
 from productos.options import ENV_PERSONAL_API_KEY, Options, resolve_api_key, resolve_host
@@ -32,6 +37,7 @@ from productos.poller import (
     load_definitions_file,
     payload_for,
 )
+from productos.ratelog import RateLimitedLog
 from productos.remote import DefinitionsRequester, RemoteFlags, RemoteFlagsRequester
 from productos.stats import DropLog, Stats
 
@@ -108,8 +114,10 @@ class Client:
             self.disabled = True
         self.stats_counters = Stats()
         self._drops = DropLog()
+        self._warnings = RateLimitedLog()
         self._builder = EventBuilder(opts.disable_geoip, opts.super_properties,
-                                     defer_constants=opts.before_send is None)
+                                     defer_constants=opts.before_send is None,
+                                     on_invalid_uuid=self._invalid_uuid)
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
         self.transport = Transport(opts.host, timeout=opts.timeout)
@@ -125,7 +133,9 @@ class Client:
             self._spool = SpoolingSender(
                 self._sender, opts.spool_path, max_bytes=opts.spool_max_bytes,
                 max_batch_size=opts.max_batch_size, max_batch_bytes=MAX_BATCH_BYTES - 512,
-                outage_delay=opts.retry_base_delay, outage_cap=opts.retry_max_delay)
+                account=self._account, concurrency=opts.max_concurrent_requests,
+                interval=opts.flush_interval, outage_delay=opts.retry_base_delay,
+                outage_cap=opts.retry_max_delay, background=not opts.sync_mode)
             self._sender = self._spool
         self._consumer = Consumer(
             self._sender, on_outcome=self._account, on_reject=self._reject_queued,
@@ -133,9 +143,10 @@ class Client:
             max_queue_size=opts.max_queue_size, max_batch_size=opts.max_batch_size,
             max_queue_bytes=opts.max_queue_bytes, on_full=opts.on_full,
             block_timeout=opts.block_timeout,
-            max_concurrent_requests=opts.max_concurrent_requests)
-        if self._spool is not None and self._spool.pending()[1]:
-            self._consumer.start()  # rows from an earlier run go out without waiting for events
+            max_concurrent_requests=opts.max_concurrent_requests,
+            local_store=self._spool is not None and self._spool.active)
+        if self._spool is not None and self._spool.pending()[1] and not opts.sync_mode:
+            self._spool.delivery.start()  # an earlier run's rows go out without waiting
         self._sync_lock = threading.Lock()
         self._pid = os.getpid()
         self._project_root = project_root
@@ -239,6 +250,9 @@ class Client:
                 if exc is None:
                     log.debug("productos: capture_exception() called with no exception")
                     return None
+            if not isinstance(exc, BaseException):
+                raise errors.EventError(f"capture_exception() takes an exception, not "
+                                        f"{_describe(exc)}")
             if exceptions.already_captured(exc):
                 return None
             props = exceptions.exception_properties(
@@ -268,24 +282,37 @@ class Client:
             return self._reject_invalid(exc, kind)
         return self._enqueue(message)
 
+    def _invalid_uuid(self, event: str, given: Any) -> None:
+        """Report a caller's uuid that is not a UUID (a new one replaces it)."""
+        self._warnings.warn("invalid uuid= arguments replaced",
+                            "productos: event %r: uuid=%s is not a valid UUID; a new one was "
+                            "generated", event, _describe(given))
+
     def _enqueue(self, message: Dict[str, Any]) -> Optional[str]:
         """Run before_send, serialise, size-check and queue (or send, in sync mode)."""
         hook = self.options.before_send
         if hook is not None:
+            built_uuid, built_time = message["uuid"], message["timestamp"]
+            changed: Any = message
             try:
                 changed = hook(message)
             except Exception as exc:
                 log.warning("productos: before_send raised %r; the event is kept unchanged", exc)
                 self._call_on_error(exc, [message])
-            else:
-                if changed is None:
-                    self.stats_counters.add_filtered()
-                    return None
-                if isinstance(changed, Mapping):
-                    message = dict(changed)
-                else:
-                    log.warning("productos: before_send returned %s instead of a dict or None; "
-                                "the event is kept unchanged", type(changed).__name__)
+                changed = message  # as the hook left it, which the checks below vet
+            if changed is None:
+                self.stats_counters.add_filtered()
+                return None
+            if not isinstance(changed, Mapping):
+                log.warning("productos: before_send returned %s instead of a dict or None; "
+                            "the event is kept unchanged", type(changed).__name__)
+                changed = message
+            try:
+                # One malformed event makes the server refuse its whole batch: drop it alone.
+                message = checked_hook_output(changed, built_uuid, built_time)
+            except Exception as exc:
+                self._drop_one("invalid", exc, changed if type(changed) is dict else None)
+                return None
         try:
             item, problems = self._builder.encode(message)
         except Exception as exc:
@@ -298,12 +325,12 @@ class Client:
             log.warning("productos: event %r: left out what is not JSON-safe: %s",
                         message.get("event"), detail)
         if len(item) > MAX_EVENT_BYTES:
-            exc = errors.EventTooLargeError(
+            too_large = errors.EventTooLargeError(
                 f"event {message.get('event')!r} is {len(item)} bytes; the limit is "
                 f"{MAX_EVENT_BYTES}")
-            self._drop_one("too_large", exc, message)
+            self._drop_one("too_large", too_large, message)
             return None
-        uuid = message["uuid"]
+        uuid: str = message["uuid"]
         if not self.options.send:
             self.stats_counters.add_dropped("send_disabled", 1, before_queue=True)
             return uuid
@@ -320,10 +347,17 @@ class Client:
             self._reject_queued("after_shutdown", item)
             return False
         deadline = time.monotonic() + self.options.timeout * 2
+        spool = self._spool
+        self.stats_counters.add_direct()
         with self._sync_lock:
             outcome = self._sender.send([item], deadline)
+            stored = spool is not None and spool.active and not outcome.failures
+            if stored:
+                # On disk: deliver it (and any older rows) before returning. Delivery
+                # accounts for itself; callbacks it runs see the lock released.
+                spool.delivery.deliver_now(deadline)
         self._account(outcome)
-        return outcome.delivered == 1
+        return stored or outcome.delivered == 1
 
     # --- feature flags --------------------------------------------------------------------
 
@@ -421,7 +455,8 @@ class Client:
     def _flag_failed(self, exc: Exception, what: str) -> None:
         if self.options.debug:
             raise exc
-        log.warning("productos: %s failed: %s", what, redact(str(exc)))
+        self._warnings.warn(f"failed flag reads ({type(exc).__name__})",
+                            "productos: %s failed: %s", what, redact(str(exc)))
         self._call_on_error(exc, [])
 
     def get_feature_flag_result(self, key: str, distinct_id: Any = None, *, groups: Any = None,
@@ -440,6 +475,8 @@ class Client:
         if self.disabled:
             return None
         try:
+            if key is None:  # _flag_context lets None through: it means "all flags" there
+                raise errors.EventError("a flag key is required")
             ctx = self._flag_context(key, distinct_id, groups, person_properties,
                                      group_properties, device_id)
             return self._flags.result(key, ctx, only_local=only_local, send_event=send_event,
@@ -472,8 +509,13 @@ class Client:
     def get_feature_flag_payload(self, key: str, distinct_id: Any = None, *,
                                  match_value: Any = None, **kwargs: Any) -> Any:
         """Return the decoded payload of the flag's value for this person, if any."""
-        if match_value is not None:
-            payload = payload_for(self._definitions.get(), key, match_value)
+        if match_value is not None and type(key) is str:
+            # A key of another type goes the normal way below, which reports it.
+            try:
+                payload = payload_for(self._definitions.get(), key, match_value)
+            except Exception as exc:
+                self._flag_failed(exc, f"reading the payload of flag {_describe(key)}")
+                return None
             if payload is not None:
                 return payload
         kwargs.setdefault("send_feature_flag_events", False)
@@ -568,18 +610,39 @@ class Client:
     # --- lifecycle ----------------------------------------------------------------------
 
     def flush(self, timeout: Optional[float] = 10.0) -> bool:
-        """Send everything queued so far; return True if it all settled within timeout."""
+        """Send everything queued so far; return True if it all settled within timeout.
+
+        With a spool, settled means delivered (or dropped for a reason): events that wait
+        on disk through an outage make flush return False. Called from an ``on_error`` or
+        ``on_drop`` callback (which run on the delivery threads) it returns False at once.
+        """
+        timeout = _timeout_arg(timeout, 10.0)
         if self.disabled:
             return True
         try:
-            return self._consumer.flush(timeout)
+            if self._on_delivery_thread():
+                log.debug("productos: flush() called from a delivery callback returns at once")
+                return False
+            deadline = None if timeout is None else time.monotonic() + timeout
+            done = self._consumer.flush(timeout)
+            spool = self._spool
+            if spool is not None and spool.active:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done = spool.delivery.flush(left) and done
+            return done
         except Exception as exc:  # never raise into the app
             log.exception("productos: flush failed")
             self._call_on_error(exc, [])
             return False
 
+    def _on_delivery_thread(self) -> bool:
+        spool = self._spool
+        return self._consumer.on_worker_thread() or (
+            spool is not None and spool.delivery.on_own_thread())
+
     def shutdown(self, timeout: Optional[float] = 10.0) -> bool:
         """Flush within timeout and stop the background thread; later events are refused."""
+        timeout = _timeout_arg(timeout, 10.0)
         with self._shutdown_lock:
             if self._is_shut_down:
                 return self._consumer.queued == 0
@@ -589,30 +652,53 @@ class Client:
             self._autocapture.uninstall()
         if self._poller is not None:
             self._poller.stop()
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             done = self._consumer.shutdown(timeout)
         except Exception as exc:
             log.exception("productos: shutdown failed")
             self._call_on_error(exc, [])
             done = False
+        spool = self._spool
+        if spool is not None and spool.delivery.on_own_thread():
+            # From a callback on the delivery thread: it cannot wait for itself. It stops
+            # after this pass and closes the spool; what is left waits for the next run.
+            spool.delivery.stop_soon()
+            return False
+        if spool is not None:
+            try:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if spool.active:
+                    done = spool.delivery.shutdown(left) and done
+            except Exception as exc:
+                log.exception("productos: shutdown of the spool delivery failed")
+                self._call_on_error(exc, [])
+                done = False
         self._drops.flush()
+        self._warnings.flush()
+        if self._remote is not None:
+            self._remote.failures.flush()
         if not done:
-            left = self._consumer.queued + self._consumer.in_flight
-            if left:
-                log.warning("productos: shutdown timed out with %d event(s) not yet sent", left)
-        if self._spool is not None:
-            spooled = self._spool.pending()[0]
-            if spooled:
+            left_over = self._consumer.queued + self._consumer.in_flight
+            if left_over and not _lifecycle.reports_leftovers():  # the exit drain sums them
+                log.warning("productos: shutdown timed out with %d event(s) not yet sent",
+                            left_over)
+        if spool is not None:
+            mine, earlier = spool.pending()
+            if mine or earlier:
                 log.warning("productos: %d event(s) wait in the spool %s for the next run",
-                            spooled, self.options.spool_path)
-            self._spool.close()
+                            mine + earlier, self.options.spool_path)
+            spool.close()
         self.transport.close()
         return done
 
     close = shutdown
 
     def join(self) -> None:
-        """Wait for queued events to be sent (PostHog-compatible name for flush)."""
+        """Wait for queued events to be sent (PostHog-compatible name for flush).
+
+        From an ``on_error``/``on_drop`` callback it returns at once (see ``flush``).
+        """
         self.flush(None)
 
     def _shutdown_at_exit(self) -> None:
@@ -621,13 +707,20 @@ class Client:
             self.shutdown(self.options.shutdown_timeout)
 
     def _reset_after_fork(self) -> None:
+        # Every lock the child can touch is new: another thread of the parent may have held
+        # any of them at the moment of fork. The counters start at zero: the parent's
+        # events are the parent's, in the books as in the buffer.
         self._pid = os.getpid()
+        self.stats_counters = Stats()
+        self._drops = DropLog()
         self._consumer.reinit_after_fork()
         if self._poller is not None:
             self._poller.reset_after_fork()
         self._flags.deduper.reset()
         self._sync_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
+        if self._spool is not None:
+            self._consumer.set_local_store(self._spool.active)
 
     def __enter__(self) -> Client:
         return self
@@ -636,14 +729,29 @@ class Client:
         self.shutdown()
 
     def stats(self) -> Dict[str, Any]:
-        """Return the delivery counters: captured, queued, in flight, sent, dropped by reason."""
+        """Return the delivery counters: captured, queued, in flight, sent, dropped by reason.
+
+        ``captured == sent + queued + in_flight + spooled + dropped_total + filtered`` once
+        the client is idle. Rows that earlier runs left in the spool are not this run's:
+        they are reported apart (``spool_from_earlier_runs``, ``recovered``,
+        ``earlier_runs_dropped``).
+        """
+        spool = self._spool
+        if spool is None:
+            return self._books(0, 0, None)
+        with spool.books:  # no row is between "deleted" and "counted" while we read
+            mine, earlier = spool.pending()
+            return self._books(mine, earlier, spool)
+
+    def _books(self, spooled: int, earlier: int, spool: Optional[SpoolingSender]
+               ) -> Dict[str, Any]:
         c = self.stats_counters
         consumer = self._consumer
         queued = consumer.queued
         in_flight = consumer.in_flight
         dropped = dict(c.dropped)
-        captured = consumer.taken + queued + c.rejected_before_queue + c.filtered
-        spooled, earlier = (0, 0) if self._spool is None else self._spool.pending()
+        captured = (consumer.taken + queued + c.rejected_before_queue + c.filtered
+                    + c.sent_directly)
         return {
             "captured": captured,
             "queued": queued,
@@ -654,7 +762,8 @@ class Client:
             "filtered": c.filtered,
             "spooled": spooled,
             "spool_from_earlier_runs": earlier,
-            "recovered": 0 if self._spool is None else self._spool.recovered,
+            "recovered": 0 if spool is None else spool.earlier.recovered,
+            "earlier_runs_dropped": {} if spool is None else dict(spool.earlier.dropped),
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
         }
@@ -682,8 +791,8 @@ class Client:
         self._call_on_error(exc, [item])
         self._call_on_drop([item], reason)
 
-    def _reject_invalid(self, exc: BaseException, event: Any) -> None:
-        """Account for a call whose arguments could not make an event."""
+    def _reject_invalid(self, exc: BaseException, event: Any) -> Optional[str]:
+        """Account for a call whose arguments could not make an event; return None (no uuid)."""
         if self.options.debug:
             raise exc
         self._drop_one("invalid", exc, None, f"{_describe(event)}: {exc}")
@@ -739,12 +848,16 @@ def _describe(value: Any) -> str:
 def _to_id(value: Any) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, _NOT_IDS) or value is None:
+        # str() of these makes a string, but never the id the caller meant.
         raise errors.EventError(f"an id must be a string or number, not {_describe(value)}")
     text = str(value)
     if not isinstance(text, str):
         raise errors.EventError("an id's str() did not return a string")
     return text
+
+
+_NOT_IDS = (bool, bytes, bytearray, memoryview, Mapping, list, tuple, set, frozenset)
 
 
 def _resolve_distinct_id(value: Any, from_context: Optional[str]) -> Optional[str]:
@@ -776,6 +889,23 @@ def _check_groups(value: Any) -> Optional[Dict[str, str]]:
     if not groups:
         return None
     return {_to_id(k): _to_id(v) for k, v in groups.items()}
+
+
+def _timeout_arg(value: Any, default: Optional[float]) -> Optional[float]:
+    """Return a usable timeout for flush()/shutdown(): None waits for good, bad means default."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past float range: as good as forever
+            return threading.TIMEOUT_MAX
+        if seconds != seconds:  # NaN
+            return default
+        return min(max(0.0, seconds), threading.TIMEOUT_MAX)
+    log.warning("productos: timeout=%s is not a number of seconds; %s is used instead",
+                _describe(value), default)
+    return default
 
 
 def _as_message(item: Any) -> Any:

@@ -19,8 +19,9 @@ import sys
 import time
 import uuid as _uuid
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from productos.errors import EventError
 from productos.version import VERSION
 
 LIB_NAME = "productos-python"
@@ -166,7 +167,7 @@ def _fast_default(value: Any) -> Any:
 
 
 def sanitize(value: Any, problems: List[str], path: str = "", depth: int = 0,
-             seen: Optional[set] = None) -> Tuple[bool, Any]:
+             seen: Optional[Set[int]] = None) -> Tuple[bool, Any]:
     """Return ``(keep, json_safe_value)``; parts that cannot be made JSON are noted and left out."""
     if value is None or value is True or value is False:
         return True, value
@@ -294,7 +295,7 @@ def personless_id() -> str:
     return str(_uuid.uuid4())
 
 
-class PartialMessage(dict):
+class PartialMessage(Dict[str, Any]):
     """A message whose constant properties are left out, to be spliced in as ready-made JSON.
 
     Every event carries the same handful of properties ($lib, $os, ...). Encoding them once
@@ -313,7 +314,9 @@ class EventBuilder:
 
     def __init__(self, disable_geoip: bool = True,
                  super_properties: Optional[Mapping[str, Any]] = None,
-                 defer_constants: bool = False) -> None:
+                 defer_constants: bool = False,
+                 on_invalid_uuid: Optional[Callable[[str, Any], None]] = None) -> None:
+        self._on_invalid_uuid = on_invalid_uuid
         self._plain = base_properties(disable_geoip)
         self._with_system = {**SYSTEM_PROPERTIES, **self._plain}
         self._lib = {"$lib": LIB_NAME, "$lib_version": VERSION}
@@ -358,7 +361,8 @@ class EventBuilder:
             distinct_id=distinct_id,
             timestamp=(iso_utc_from_ns(now_ns) if timestamp is None
                        else format_timestamp(timestamp)),
-            uuid=(normalize_uuid(uuid) if uuid is not None else None) or uuid7(now_ns),
+            uuid=uuid7(now_ns) if uuid is None else (
+                normalize_uuid(uuid) or self._replace_uuid(event, uuid, now_ns)),
         )
         if top_level:
             message.update(top_level)
@@ -366,6 +370,12 @@ class EventBuilder:
         if defer:
             message.constants = self._json_system if system else self._json_plain  # type: ignore[attr-defined]
         return message
+
+    def _replace_uuid(self, event: str, given: Any, now_ns: int) -> str:
+        """Return a fresh uuid in place of a caller's invalid one, and report the swap."""
+        if self._on_invalid_uuid is not None:
+            self._on_invalid_uuid(event, given)
+        return uuid7(now_ns)
 
     def complete(self, message: Mapping[str, Any]) -> Dict[str, Any]:
         """Return message with its constant properties merged in (for hooks and errors)."""
@@ -391,3 +401,75 @@ class EventBuilder:
 def _json_members(properties: Mapping[str, Any]) -> bytes:
     """Return the JSON members of an object, without braces, ready to splice."""
     return dumps(properties)[0][1:-1]
+
+
+# --- what before_send gives back --------------------------------------------------------
+
+
+def checked_hook_output(changed: Mapping[str, Any], uuid: str, timestamp: str) -> Dict[str, Any]:
+    """Return before_send's output as a sendable message, or raise EventError saying why not.
+
+    The server refuses a whole batch for one malformed event, so the hook's output meets the
+    rules capture() applies to its arguments. A uuid or timestamp the hook removed (or set to
+    None) comes back from the event as built, so a retried event still de-duplicates.
+    """
+    try:
+        message = dict(changed)
+    except Exception as exc:
+        raise EventError(f"before_send returned a {_type_name(changed)} that cannot be read: "
+                         f"{exc!r}") from exc
+    name = message.get("event")
+    if not isinstance(name, str) or not name:
+        raise EventError(f"before_send returned event={_short_repr(name)}; an event name is a "
+                         f"non-empty string")
+    owner = message.get("distinct_id")
+    if not isinstance(owner, str):
+        if isinstance(owner, bool) or not isinstance(owner, (int, _uuid.UUID)):
+            raise EventError(f"before_send returned distinct_id={_short_repr(owner)} for "
+                             f"{name!r}; a distinct_id is a non-empty string")
+        message["distinct_id"] = owner = str(owner)
+    if not owner:
+        raise EventError(f"before_send returned an empty distinct_id for {name!r}")
+    properties = message.get("properties")
+    if properties is None:
+        message["properties"] = {}
+    elif not isinstance(properties, Mapping):
+        raise EventError(f"before_send returned properties of type {_type_name(properties)} "
+                         f"for {name!r}; properties are a dict")
+    elif type(properties) is not dict:
+        message["properties"] = dict(properties)
+    for field in ("$set", "$set_once"):
+        value = message.get(field)
+        if value is not None and not isinstance(value, Mapping):
+            raise EventError(f"before_send returned {field} of type {_type_name(value)} for "
+                             f"{name!r}; it is a dict")
+    given_uuid = message.get("uuid")
+    if given_uuid is None:
+        message["uuid"] = uuid
+    else:
+        canonical = normalize_uuid(given_uuid)
+        if canonical is None:
+            raise EventError(f"before_send returned uuid={_short_repr(given_uuid)} for "
+                             f"{name!r}; it is not a valid UUID")
+        message["uuid"] = canonical
+    given_time = message.get("timestamp")
+    if given_time is None:
+        message["timestamp"] = timestamp
+    elif not isinstance(given_time, str):
+        try:
+            message["timestamp"] = format_timestamp(given_time)
+        except Exception:
+            raise EventError(f"before_send returned timestamp={_short_repr(given_time)} for "
+                             f"{name!r}; a timestamp is an ISO-8601 string or a "
+                             f"datetime") from None
+    elif not given_time:
+        raise EventError(f"before_send returned an empty timestamp for {name!r}")
+    return message
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{_type_name(value)} with a broken repr>"
+    return text if len(text) <= 80 else text[:77] + "..."

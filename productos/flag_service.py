@@ -11,7 +11,7 @@ import collections
 import logging
 import threading
 from dataclasses import replace
-from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 from productos import flags
 from productos.definitions import Snapshot
@@ -155,8 +155,9 @@ def remote_result(key: str, answer: RemoteFlags, local: Optional[FlagResult]) ->
     enabled = bool(entry.get("enabled"))
     variant = entry.get("variant") if isinstance(entry.get("variant"), str) else None
     value: Any = variant if (enabled and variant) else enabled
-    metadata = entry.get("metadata") if isinstance(entry.get("metadata"), Mapping) else {}
-    server_reason = entry.get("reason") if isinstance(entry.get("reason"), Mapping) else {}
+    raw_metadata, raw_reason = entry.get("metadata"), entry.get("reason")
+    metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+    server_reason: Mapping[str, Any] = raw_reason if isinstance(raw_reason, Mapping) else {}
     description = server_reason.get("description") or server_reason.get("code") or "remote"
     return replace(
         base, value=value, variant=variant if enabled else None,
@@ -224,7 +225,7 @@ def called_event_error(result: FlagResult) -> Optional[str]:
     return None
 
 
-def flags_for_event(values: Mapping[str, Any]) -> Tuple[Dict[str, Any], list]:
+def flags_for_event(values: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
     """Return ``$feature/<key>`` properties and the sorted active keys for capture(flags=...).
 
     ``values`` maps keys to flag values (True/False/variant, None when unknown).

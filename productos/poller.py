@@ -4,6 +4,10 @@ The poller knows nothing of HTTP (it calls an injected ``fetch``) nor of parsing
 (it calls an injected ``parse``). Readers get the current snapshot with one attribute read:
 a new snapshot is built completely, then swapped in with one assignment, so no reader ever
 sees half an update and none takes a lock.
+
+Polls never overlap (the background loop and ``load_feature_flags()`` take turns), and the
+ETag sent with a request is that of the snapshot in force: a ``304`` therefore only ever
+confirms definitions that are already in place, never ones another poll is still parsing.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
 from productos.errors import ConfigurationError
-from productos.remote import DefinitionsFetch
+from productos.remote import DefinitionsFetch, definitions_body_problem
 
 log = logging.getLogger("productos")
 
@@ -59,9 +63,12 @@ class SnapshotHolder(Generic[S]):
 
 
 class Poller(Generic[S]):
-    """Fetches definitions now and every ``interval`` seconds (with jitter) on its own thread."""
+    """Fetches definitions now and every ``interval`` seconds (with jitter) on its own thread.
 
-    def __init__(self, fetch: Callable[[], DefinitionsFetch],
+    ``fetch(etag)`` makes one request, conditional on ``etag`` when it is not None.
+    """
+
+    def __init__(self, fetch: Callable[[Optional[str]], DefinitionsFetch],
                  parse: Callable[[Mapping[str, Any]], S], holder: SnapshotHolder[S],
                  empty: S, *, interval: float = 30.0, jitter: float = 0.1,
                  name: str = "productos-poller") -> None:
@@ -72,12 +79,17 @@ class Poller(Generic[S]):
         self._interval = interval
         self._jitter = jitter
         self._name = name
+        # The ETag and the snapshot it describes, set together once that snapshot is in force.
+        self._etag: Optional[str] = None
+        self._applied: Optional[S] = None
         self._init_state()
 
     def _init_state(self) -> None:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._start_lock = threading.Lock()
+        self._poll_lock = threading.Lock()  # one poll at a time; new after fork
+        self._polls_done = 0
         self._thread: Optional[threading.Thread] = None
         self.status = SourceStatus(SourceState.INITIALIZING, since=time.monotonic())
 
@@ -128,26 +140,55 @@ class Poller(Generic[S]):
                 return
 
     def poll_once(self) -> SourceStatus:
-        """Fetch once, apply the answer, and return the new status (never raises)."""
-        try:
-            result = self._fetch()
-            self._apply(result)
-        except Exception as exc:  # the poller must survive anything a fetch or parse does
-            log.exception("productos: unexpected error while loading flag definitions")
-            self._set(SourceState.INTERRUPTED, f"internal error: {exc!r}")
-        finally:
-            self._ready.set()
-        return self.status
+        """Fetch once, apply the answer, and return the new status (never raises).
+
+        A call made while another poll runs waits for it, then fetches again itself, except
+        when that poll was the first load and it succeeded: then the definitions this call
+        was to load are in place, and another request would only add a round trip.
+        """
+        first_load = self.status.state is SourceState.INITIALIZING
+        seen = self._polls_done
+        with self._poll_lock:
+            if first_load and self._polls_done != seen \
+                    and self.status.state is SourceState.VALID:
+                return self.status
+            try:
+                self._poll()
+            except Exception as exc:  # the poller must survive anything a fetch or parse does
+                log.exception("productos: unexpected error while loading flag definitions")
+                self._set(SourceState.INTERRUPTED, f"internal error: {exc!r}")
+            finally:
+                # Only now: the outcome of this poll (a parsed snapshot included) is in place.
+                self._polls_done += 1
+                self._ready.set()
+            return self.status
+
+    def _poll(self) -> None:
+        etag = self._etag_in_force()
+        result = self._fetch(etag)
+        if result.outcome == "not_modified" and self._etag_in_force() != etag:
+            # The snapshot that ETag described was replaced meanwhile: ask for the full body.
+            result = self._fetch(None)
+        self._apply(result)
+
+    def _etag_in_force(self) -> Optional[str]:
+        if self._etag is not None and self._holder.get() is self._applied:
+            return self._etag
+        return None
 
     def _apply(self, result: DefinitionsFetch) -> None:
         outcome = result.outcome
         if outcome == "ok" and result.data is not None:
-            self._holder.swap(self._parse(result.data))
+            snapshot = self._parse(result.data)
+            self._holder.swap(snapshot)
+            self._applied, self._etag = snapshot, result.etag
             self._set(SourceState.VALID, None)
-        elif outcome == "not_modified":
+        elif outcome == "not_modified" and result.etag is not None \
+                and result.etag == self._etag_in_force():
             self._set(SourceState.VALID, None)
         elif outcome in ("unauthorized", "quota_limited"):
             self._holder.swap(self._empty)
+            self._applied, self._etag = None, None
             message = ("the personal API key was refused: check personal_api_key (a phx_ "
                        "personal key or phs_ project secret key with feature flag access)"
                        if outcome == "unauthorized"
@@ -157,8 +198,14 @@ class Poller(Generic[S]):
                           "evaluated locally", message)
             self._set(SourceState.OFF, message)
         else:
-            message = str(result.error) if result.error else "unknown error"
+            if result.error:
+                message = str(result.error)
+            elif outcome == "not_modified":
+                message = "not modified, but no definitions are in place"
+            else:
+                message = "unknown error"
             if self.status.state is not SourceState.INTERRUPTED:
+                # Once per interruption, not once per poll.
                 log.warning("productos: could not load flag definitions (%s); keeping the "
                             "last good ones", message)
             self._set(SourceState.INTERRUPTED, message)
@@ -181,8 +228,9 @@ def load_definitions_file(path: str) -> Any:
             data = json.load(handle)
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot read flag definitions from {path}: {exc}") from exc
-    if not isinstance(data, Mapping) or not isinstance(data.get("flags"), list):
-        raise ConfigurationError(f"{path} is not a flag definitions document (no 'flags' list)")
+    problem = definitions_body_problem(data)
+    if problem is not None:
+        raise ConfigurationError(f"{path} is not a flag definitions document: {problem}")
     return parse_definitions(data)
 
 

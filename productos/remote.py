@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from productos import errors
+from productos.ratelog import RateLimitedLog
 from productos.transport import (
     DEFINITIONS_PATH,
     FLAGS_PATH,
@@ -31,8 +31,9 @@ log = logging.getLogger("productos")
 class DefinitionsFetch:
     """The result of one definitions request.
 
-    ``outcome`` is one of ``"ok"`` (``data`` holds the JSON body), ``"not_modified"``,
-    ``"unauthorized"`` (401/403: a key is wrong), ``"quota_limited"`` (402) or ``"error"``.
+    ``outcome`` is one of ``"ok"`` (``data`` holds the JSON body, with a ``flags`` list),
+    ``"not_modified"``, ``"unauthorized"`` (401/403: a key is wrong), ``"quota_limited"``
+    (402) or ``"error"``. ``etag`` is the version the answer describes, if the server gave one.
     """
 
     outcome: str
@@ -41,8 +42,26 @@ class DefinitionsFetch:
     error: Optional[BaseException] = None
 
 
+def definitions_body_problem(data: Any) -> Optional[str]:
+    """Say why a definitions body cannot be used (None when it has a ``flags`` list).
+
+    ``{}``, ``{"flags": null}`` or ``{"flags": {}}`` describe no flag set at all (a broken
+    proxy or server), unlike ``{"flags": []}``, which says every flag was deleted.
+    """
+    if not isinstance(data, Mapping):
+        return "the definitions body is not a JSON object"
+    if not isinstance(data.get("flags"), list):
+        return "the definitions body has no 'flags' list"
+    return None
+
+
 class DefinitionsRequester:
-    """Fetches flag definitions with the personal key, remembering the ETag between calls."""
+    """Fetches flag definitions with the personal key.
+
+    It keeps no ETag: the caller passes the one whose snapshot is in force, so a
+    ``304`` can only ever confirm definitions that are really in place. Calls are not
+    meant to overlap (the poller serialises them).
+    """
 
     def __init__(self, transport: Transport, project_api_key: str, personal_api_key: str,
                  timeout: float = 10.0) -> None:
@@ -50,54 +69,51 @@ class DefinitionsRequester:
         self._project_api_key = project_api_key
         self._personal_api_key = personal_api_key
         self._timeout = timeout
-        self._etag: Optional[str] = None
         self._path = DEFINITIONS_PATH
-        self._lock = threading.Lock()  # one fetch at a time: the poller and load_feature_flags()
 
-    def forget_etag(self) -> None:
-        """Make the next fetch a full one (after the snapshot was cleared)."""
-        self._etag = None
+    def fetch(self, etag: Optional[str] = None) -> DefinitionsFetch:
+        """Make one definitions request (conditional when etag is given) and classify it."""
+        try:
+            response = self._get(self._path, etag)
+            if response.status == 404 and self._path == DEFINITIONS_PATH:
+                # An older server: the legacy path serves the same body.
+                response = self._get(LEGACY_DEFINITIONS_PATH, etag)
+                if response.status != 404:
+                    self._path = LEGACY_DEFINITIONS_PATH
+        except errors.TransportError as exc:
+            return DefinitionsFetch("error", error=exc)
+        return classify_definitions(response, etag)
 
-    def fetch(self) -> DefinitionsFetch:
-        """Make one definitions request and classify its answer."""
-        with self._lock:
-            try:
-                response = self._get(self._path)
-                if response.status == 404 and self._path == DEFINITIONS_PATH:
-                    # An older server: the legacy path serves the same body.
-                    response = self._get(LEGACY_DEFINITIONS_PATH)
-                    if response.status != 404:
-                        self._path = LEGACY_DEFINITIONS_PATH
-            except errors.TransportError as exc:
-                return DefinitionsFetch("error", error=exc)
-            return self._classify(response)
-
-    def _get(self, path: str) -> Response:
+    def _get(self, path: str, etag: Optional[str]) -> Response:
         headers = {"Authorization": f"Bearer {self._personal_api_key}"}
-        if self._etag:
-            headers["If-None-Match"] = self._etag
+        if etag:
+            headers["If-None-Match"] = etag
         return self._transport.request(
             "GET", path, headers=headers,
             params={"token": self._project_api_key, "send_cohorts": ""},
             timeout=self._timeout)
 
-    def _classify(self, response: Response) -> DefinitionsFetch:
-        status = response.status
-        if status == 304:
-            return DefinitionsFetch("not_modified", etag=self._etag)
-        if status == 200:
-            data = response.json()
-            if not isinstance(data, Mapping):
-                return DefinitionsFetch("error", error=errors.APIError(
-                    200, "the definitions body is not a JSON object"))
-            self._etag = response.headers.get("ETag") or None
-            return DefinitionsFetch("ok", data=data, etag=self._etag)
-        error = error_for(response)
-        if status in (401, 403):
-            return DefinitionsFetch("unauthorized", error=error)
-        if status == 402:
-            return DefinitionsFetch("quota_limited", error=error)
-        return DefinitionsFetch("error", error=error)
+
+def classify_definitions(response: Response, sent_etag: Optional[str]) -> DefinitionsFetch:
+    """Turn a definitions response into a DefinitionsFetch (never raises)."""
+    status = response.status
+    if status == 304:
+        if not sent_etag:  # nothing was asked to be confirmed: there is nothing to keep
+            return DefinitionsFetch("error", error=errors.APIError(
+                304, "not modified, but no ETag was sent"))
+        return DefinitionsFetch("not_modified", etag=sent_etag)
+    if status == 200:
+        data = response.json()
+        problem = definitions_body_problem(data)
+        if problem is not None:
+            return DefinitionsFetch("error", error=errors.APIError(200, problem))
+        return DefinitionsFetch("ok", data=data, etag=response.headers.get("ETag") or None)
+    error = error_for(response)
+    if status in (401, 403):
+        return DefinitionsFetch("unauthorized", error=error)
+    if status == 402:
+        return DefinitionsFetch("quota_limited", error=error)
+    return DefinitionsFetch("error", error=error)
 
 
 @dataclass
@@ -153,6 +169,8 @@ class RemoteFlagsRequester:
         self._api_key = api_key
         self._timeout = timeout
         self._disable_geoip = disable_geoip
+        # A failing /flags endpoint fails every flag read: one line per read would flood.
+        self.failures = RateLimitedLog()
 
     def evaluate(self, distinct_id: str, *, groups: Mapping[str, str],
                  person_properties: Mapping[str, Any],
@@ -166,8 +184,10 @@ class RemoteFlagsRequester:
             disable_geoip=self._disable_geoip, keys=keys)
         try:
             payload = json.dumps(body, default=str, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            log.warning("productos: flag request properties are not JSON: %s", exc)
+        except Exception as exc:  # also a value whose str() raises, or nesting too deep
+            self.failures.warn("/flags requests with properties that are not JSON",
+                               "productos: /flags not asked: the properties are not JSON: %r",
+                               exc)
             return RemoteFlags(error="invalid_properties")
         last_error = "unknown_error"
         for attempt in range(2):
@@ -184,10 +204,20 @@ class RemoteFlagsRequester:
                 last_error = f"api_error_{response.status}"
                 continue
             if response.status != 200:
-                log.warning("productos: /flags answered %s", error_for(response))
-                return RemoteFlags(error=f"api_error_{response.status}")
-            return parse_flags_response(response.json())
-        log.warning("productos: /flags request failed (%s)", last_error)
+                error = f"api_error_{response.status}"
+                self.failures.warn(f"/flags failures ({error})",
+                                   "productos: /flags answered %s; flags that need the server "
+                                   "read as unknown", error_for(response))
+                return RemoteFlags(error=error)
+            result = parse_flags_response(response.json())
+            if result.error:
+                self.failures.warn(f"/flags failures ({result.error})",
+                                   "productos: /flags answered 200 with a body that is not a "
+                                   "flags object; flags that need the server read as unknown")
+            return result
+        self.failures.warn(f"/flags failures ({last_error})",
+                           "productos: /flags request failed (%s); flags that need the server "
+                           "read as unknown", last_error)
         return RemoteFlags(error=last_error)
 
 
@@ -231,5 +261,6 @@ def decode_payload(raw: Any) -> Any:
 
 __all__: List[str] = [
     "DefinitionsFetch", "DefinitionsRequester", "RemoteFlags", "RemoteFlagsRequester",
-    "decode_payload", "flags_request_body", "parse_flags_response",
+    "classify_definitions", "decode_payload", "definitions_body_problem", "flags_request_body",
+    "parse_flags_response",
 ]

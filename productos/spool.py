@@ -197,6 +197,13 @@ class Spool:
             result.append(batch)
         return result
 
+    def last_id(self) -> int:
+        """Return the id of the newest row (0 when empty)."""
+        with self._guard:
+            if self._closed:
+                return 0
+            return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
     def delete(self, rows: Sequence[SpooledRow]) -> None:
         """Remove rows the server has taken (or refused for good)."""
         if not rows:
@@ -407,6 +414,7 @@ class SpoolDelivery:
         self._requested = 0  # flush tickets handed out
         self._served = 0     # tickets whose pass has ended
         self._stopping = False
+        self._close_on_exit = False
         self._exited = False
         self._deadline: Optional[float] = None
         self._resume_at = 0.0
@@ -485,6 +493,13 @@ class SpoolDelivery:
             thread.join(1.0)
         return self._owner.pending()[0] == 0
 
+    def stop_soon(self) -> None:
+        """Stop after the current pass and then close the spool (shutdown from a callback)."""
+        with self._lock:
+            self._stopping = True
+            self._close_on_exit = True
+        self._wake.set()
+
     def deliver_now(self, deadline: Optional[float]) -> None:
         """Make one pass on the caller's thread (sync mode)."""
         with self._lock:
@@ -525,6 +540,8 @@ class SpoolDelivery:
                 self._exited = True
                 self._served = self._requested
                 self._settled.notify_all()
+            if self._close_on_exit:
+                self._owner.close()
 
     def _next_wait(self) -> float:
         wait = self._interval
@@ -538,17 +555,13 @@ class SpoolDelivery:
         spool = owner.spool
         if spool is None or spool.closed:
             return
-        upto: Optional[int] = None
+        upto = spool.last_id()  # rows written during the pass wait for the next one
         while deadline is None or self._clock() < deadline:
             width = self._concurrency if self._last_ok else 1
             batches = spool.oldest(self._max_batch, self._max_bytes, width)
-            if upto is not None:  # rows written during the pass wait for the next one
-                batches = [[r for r in b if r.id <= upto] for b in batches]
-                batches = [b for b in batches if b]
+            batches = [b for b in ([r for r in b if r.id <= upto] for b in batches) if b]
             if not batches:
                 return
-            if upto is None:
-                upto = batches[-1][-1].id
             ok = self._send_batches(batches, deadline)
             self._last_ok = ok
             if not ok:

@@ -287,6 +287,40 @@ def test_one_invalid_event_rejects_the_whole_batch(server: DevServer, bad: Any,
     assert server.store.count() == 0  # the valid first event was not written either
 
 
+@pytest.mark.parametrize("bad, attr", [
+    ({"event": "\ud800"}, "batch[1].event"),
+    ({"distinct_id": "user-\udfff"}, "batch[1].distinct_id"),
+    ({"properties": {"title": "half an emoji \ud83d"}}, "batch[1].properties.title"),
+    ({"properties": {"tags": ["ok", "\udc00"]}}, "batch[1].properties.tags[1]"),
+    ({"properties": {"k\ud800": 1}}, "batch[1].properties['k\\ud800']"),
+    ({"$set": {"name": "\ud800"}}, "batch[1].$set.name"),
+])
+def test_a_lone_surrogate_is_400_naming_the_field(server: DevServer, bad: Dict[str, Any],
+                                                  attr: str) -> None:
+    data = json.dumps({"batch": [event("good"), event("bad", **bad)]}).encode()  # ASCII escapes
+    assert b"\\u" in data
+    body = assert_error(post(server, "/batch/", data=data), 400)
+    assert body["code"] == "invalid_string"
+    assert body["attr"] == attr
+    assert attr in body["detail"] and "surrogate" in body["detail"]
+    assert server.store.count() == 0
+    assert post(server, "/batch/", [event()]).status_code == 200  # the server carries on
+
+
+def test_a_surrogate_pair_is_one_character_and_accepted(server: DevServer) -> None:
+    data = json.dumps([event("smile \U0001f600", properties={"e": "\U0001f600"})]).encode()
+    assert b"\\ud83d\\ude00" in data
+    assert post(server, "/batch/", data=data).status_code == 200
+    [stored] = server.store.events()
+    assert stored["event"] == "smile \U0001f600" and stored["properties"]["e"] == "\U0001f600"
+
+
+def test_a_lone_surrogate_in_a_flags_request_is_400(server: DevServer) -> None:
+    body = {"api_key": "phc_any", "distinct_id": "u", "person_properties": {"plan": "\ud800"}}
+    answer = assert_error(post(server, "/flags/?v=2", data=json.dumps(body).encode()), 400)
+    assert answer["attr"] == "person_properties.plan"
+
+
 @pytest.mark.parametrize("data", [
     b"definitely not gzip",
     gzip.compress(json.dumps([event()]).encode())[:-12],  # truncated
@@ -393,6 +427,23 @@ def test_broken_http_gets_an_answer_and_the_server_survives(server: DevServer, d
                                                            status: bytes) -> None:
     answer = raw_exchange(server, data)
     assert answer.split(b" ", 2)[1] == status, answer[:200]
+    assert post(server, "/batch/", [event()]).status_code == 200
+
+
+@pytest.mark.parametrize("second", [b"5", b"%d"], ids=["conflicting", "identical"])
+def test_two_content_length_headers_are_400(server: DevServer, second: bytes) -> None:
+    payload = json.dumps([event()]).encode()
+    length = b"%d" % len(payload)
+    request = (b"POST /batch/ HTTP/1.1\r\nHost: x\r\nContent-Length: " + length
+               + b"\r\nContent-Length: " + (second % len(payload) if b"%" in second else second)
+               + b"\r\n\r\n" + payload)
+    answer = raw_exchange(server, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"400", answer[:300]
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["attr"] == "Content-Length"
+    assert answer.count(b"HTTP/1.1 ") == 1  # the body was not read as a second request
+    assert server.store.count() == 0
     assert post(server, "/batch/", [event()]).status_code == 200
 
 

@@ -43,9 +43,9 @@ def test_definitions_request_shape_and_etag():
     responses.get(f"{HOST}/flags/definitions", status=304)
     requester = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal")
     first = requester.fetch()
-    second = requester.fetch()
+    second = requester.fetch(first.etag)  # the caller, not the requester, keeps the ETag
     assert first.outcome == "ok" and first.data == DEFINITIONS and first.etag == '"v1"'
-    assert second.outcome == "not_modified"
+    assert second.outcome == "not_modified" and second.etag == '"v1"'
     call1, call2 = responses.calls
     assert call1.request.headers["Authorization"] == "Bearer phx_personal"
     assert "If-None-Match" not in call1.request.headers
@@ -74,6 +74,29 @@ def test_definitions_statuses_are_classified(status, outcome):
     fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_secret_key").fetch()
     assert fetch.outcome == outcome
     assert "phx_secret_key" not in str(fetch.error)
+
+
+@pytest.mark.parametrize("body", [{}, {"flags": None}, {"flags": {}}, [1], "text"])
+@responses.activate
+def test_a_200_without_a_flag_list_is_an_error(body):
+    responses.get(f"{HOST}/flags/definitions", json=body, headers={"ETag": '"bad"'})
+    fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal").fetch()
+    assert fetch.outcome == "error" and fetch.data is None and fetch.etag is None
+    assert "'flags' list" in str(fetch.error) or "not a JSON object" in str(fetch.error)
+
+
+@responses.activate
+def test_an_empty_flag_list_is_ok():
+    responses.get(f"{HOST}/flags/definitions", json={"flags": []})
+    assert DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal").fetch().outcome \
+        == "ok"
+
+
+@responses.activate
+def test_a_304_to_an_unconditional_request_is_an_error():
+    responses.get(f"{HOST}/flags/definitions", status=304)
+    fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal").fetch()
+    assert fetch.outcome == "error"
 
 
 @responses.activate
@@ -137,10 +160,13 @@ class ScriptedFetch:
     def __init__(self, *answers: DefinitionsFetch) -> None:
         self.answers = list(answers)
         self.calls = 0
+        self.etags: list = []  # the ETag each call was conditional on
 
-    def __call__(self) -> DefinitionsFetch:
+    def __call__(self, etag=None) -> DefinitionsFetch:
         self.calls += 1
-        answer = self.answers.pop(0) if self.answers else DefinitionsFetch("not_modified")
+        self.etags.append(etag)
+        answer = (self.answers.pop(0) if self.answers
+                  else DefinitionsFetch("not_modified", etag=etag))
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -152,13 +178,161 @@ def make_poller(fetch):
 
 
 def test_ok_swaps_in_a_new_snapshot_and_304_keeps_it():
-    poller, holder = make_poller(ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS),
-                                               DefinitionsFetch("not_modified")))
+    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+    poller, holder = make_poller(fetch)
     assert poller.poll_once().state is SourceState.VALID
     first = holder.get()
     assert first.loaded and "beta" in first.flags
     assert poller.poll_once().state is SourceState.VALID
     assert holder.get() is first
+    assert fetch.etags == [None, '"v1"']
+
+
+def test_the_etag_is_sent_only_while_its_snapshot_is_in_force():
+    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
+                          DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+    poller, holder = make_poller(fetch)
+    poller.poll_once()
+    holder.swap(parse_definitions({"flags": []}))  # e.g. set_flag_definitions()
+    assert poller.poll_once().state is SourceState.VALID
+    assert fetch.etags == [None, None]  # a 304 could not have brought the server's set back
+    assert "beta" in holder.get().flags
+
+
+def test_a_304_after_the_snapshot_changed_mid_request_refetches_in_full():
+    holder = SnapshotHolder(Snapshot.empty())
+    calls = []
+
+    def fetch(etag):
+        calls.append(etag)
+        if len(calls) == 1:
+            return DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"')
+        if len(calls) == 2:
+            holder.swap(Snapshot.empty())  # replaced while the request was in flight
+            return DefinitionsFetch("not_modified", etag=etag)
+        return DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"')
+
+    poller = Poller(fetch, parse_definitions, holder, Snapshot.empty(), interval=30)
+    poller.poll_once()
+    assert poller.poll_once().state is SourceState.VALID
+    assert calls == [None, '"v1"', None] and holder.get().loaded
+
+
+def test_a_failed_parse_remembers_no_etag():
+    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
+                          DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+    parsed = []
+
+    def parse(data):
+        parsed.append(data)
+        if len(parsed) == 1:
+            raise RuntimeError("a bug in the parser")
+        return parse_definitions(data)
+
+    holder = SnapshotHolder(Snapshot.empty())
+    poller = Poller(fetch, parse, holder, Snapshot.empty(), interval=30)
+    assert poller.poll_once().state is SourceState.INTERRUPTED
+    assert poller.poll_once().state is SourceState.VALID and holder.get().loaded
+    assert fetch.etags == [None, None]  # never a 304 for a body that was never applied
+
+
+class SlowFirstParse:
+    """A parser whose first call blocks until released (and then fails, if told to)."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        self.parsing = threading.Event()
+        self.release = threading.Event()
+        self.fail_first = fail_first
+
+    def __call__(self, data):
+        if not self.parsing.is_set():
+            self.parsing.set()
+            assert self.release.wait(5)
+            if self.fail_first:
+                raise RuntimeError("a bug in the parser")
+        return parse_definitions(data)
+
+
+def _queue_a_poll_behind_a_slow_parse(fetch, parse):
+    """Start the loop, queue a poll_once behind its blocked parse, release, return both."""
+    holder = SnapshotHolder(Snapshot.empty())
+    poller = Poller(fetch, parse, holder, Snapshot.empty(), interval=30)
+    poller.start()
+    assert parse.parsing.wait(5)
+    answers = []
+    second = threading.Thread(target=lambda: answers.append(poller.poll_once()))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive() and fetch.calls == 1  # waiting for the first poll, not fetching
+    assert not poller.wait_ready(0)  # nothing is ready while the body is being parsed
+    parse.release.set()
+    second.join(5)
+    assert not second.is_alive()
+    poller.stop()
+    return answers[0], holder
+
+
+def test_polls_never_overlap_and_a_first_load_is_shared():
+    """The background poll parses slowly; a concurrent poll_once waits, then uses its result."""
+    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+    status, holder = _queue_a_poll_behind_a_slow_parse(fetch, SlowFirstParse())
+    assert status.state is SourceState.VALID and holder.get().loaded
+    assert fetch.etags == [None]  # no second round trip for the same first load
+
+
+def test_a_poll_queued_behind_a_failed_first_load_fetches_itself():
+    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
+                          DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+    status, holder = _queue_a_poll_behind_a_slow_parse(fetch, SlowFirstParse(fail_first=True))
+    assert status.state is SourceState.VALID and holder.get().loaded
+    assert fetch.etags == [None, None]  # its own, full request: the failed body left no ETag
+
+
+def test_after_the_first_load_a_queued_poll_fetches_again():
+    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
+                          DefinitionsFetch("ok", data=DEFINITIONS, etag='"v2"'))
+    holder = SnapshotHolder(Snapshot.empty())
+    parse = SlowFirstParse()
+    poller = Poller(fetch, parse, holder, Snapshot.empty(), interval=30)
+    parse.parsing.set()  # the first load is quick and done before the race below
+    parse.release.set()
+    assert poller.poll_once().state is SourceState.VALID
+    parse.parsing.clear()
+    parse.release.clear()
+    status = _queue_a_poll_behind_a_slow_parse_on(poller, fetch, parse)
+    assert status.state is SourceState.VALID
+    assert fetch.etags == [None, '"v1"', '"v2"']  # the queued poll asked the server again
+
+
+def _queue_a_poll_behind_a_slow_parse_on(poller, fetch, parse):
+    answers = []
+    first = threading.Thread(target=poller.poll_once)
+    first.start()
+    assert parse.parsing.wait(5)
+    second = threading.Thread(target=lambda: answers.append(poller.poll_once()))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive() and fetch.calls == 2
+    parse.release.set()
+    first.join(5)
+    second.join(5)
+    assert not first.is_alive() and not second.is_alive()
+    return answers[0]
+
+
+def test_an_interruption_is_logged_once_not_per_poll(caplog):
+    error = errors.APIError(200, "the definitions body has no 'flags' list")
+    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
+                          *[DefinitionsFetch("error", error=error)] * 5)
+    poller, holder = make_poller(fetch)
+    poller.poll_once()
+    good = holder.get()
+    with caplog.at_level(logging.WARNING, logger="productos"):
+        statuses = [poller.poll_once() for _ in range(5)]
+    assert all(s.state is SourceState.INTERRUPTED for s in statuses)
+    assert statuses[-1].last_error == "HTTP 200: the definitions body has no 'flags' list"
+    assert holder.get() is good
+    assert len([r for r in caplog.records if "flag definitions" in r.getMessage()]) == 1
 
 
 def test_401_clears_definitions_with_one_clear_log_line(caplog):
@@ -198,7 +372,7 @@ def test_other_failures_keep_the_last_good_snapshot():
 def test_wait_ready_returns_after_the_first_attempt_even_if_it_failed():
     gate = threading.Event()
 
-    def slow_fetch() -> DefinitionsFetch:
+    def slow_fetch(etag=None) -> DefinitionsFetch:
         gate.wait(5)
         return DefinitionsFetch("error", error=errors.TimeoutError("slow"))
 

@@ -11,6 +11,7 @@ import datetime as _dt
 import hmac
 import json
 import logging
+import re
 import shutil
 import socket
 import tempfile
@@ -54,13 +55,15 @@ class HTTPProblem(Exception):
     """A request the server refuses: status, PostHog-style error type and code, and a sentence."""
 
     def __init__(self, status: int, code: str, detail: str, kind: str = "validation_error",
-                 headers: Optional[Mapping[str, str]] = None) -> None:
+                 headers: Optional[Mapping[str, str]] = None,
+                 attr: Optional[str] = None) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.kind = kind
         self.headers = dict(headers or {})
+        self.attr = attr
 
 
 def _bad(code: str, detail: str) -> HTTPProblem:
@@ -79,11 +82,57 @@ def _parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise _bad("invalid_payload", f"The request body is not UTF-8: {exc.reason}.") from exc
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        payload = json.loads(text, parse_constant=_reject_constant)
     except RecursionError as exc:
         raise _bad("invalid_payload", "The request body is nested too deeply.") from exc
     except ValueError as exc:
         raise _bad("invalid_payload", f"The request body is not valid JSON: {exc}.") from exc
+    # UTF-8 cannot carry a surrogate, so only a \uD800-\uDFFF escape can bring one in.
+    if _SURROGATE_ESCAPE.search(text):
+        found = _lone_surrogate_at(payload)
+        if found is not None:
+            where, what = found
+            raise HTTPProblem(400, "invalid_string",
+                              f"The {what} at {where} holds a lone UTF-16 surrogate (an "
+                              f"unpaired \\uD800-\\uDFFF escape), which is not valid "
+                              f"Unicode.", attr=where)
+    return payload
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _is_valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _path_step(path: str, key: str) -> str:
+    if key.isidentifier() or key.lstrip("$").isidentifier():
+        return f"{path}.{key}" if path else key
+    return f"{path}[{key!a}]"
+
+
+def _lone_surrogate_at(payload: Any) -> Optional[Tuple[str, str]]:
+    """Return the path of the first string holding a lone surrogate and "key" or "string"."""
+    stack: List[Tuple[str, Any]] = [("", payload)]
+    while stack:  # bounded by the number of values in the body
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _is_valid_unicode(value):
+                return path or "$", "string"
+        elif isinstance(value, dict):
+            for key, item in reversed(list(value.items())):
+                if not _is_valid_unicode(key):
+                    return _path_step(path, key), "key"
+                stack.append((_path_step(path, key), item))
+        elif isinstance(value, list):
+            for index in range(len(value) - 1, -1, -1):
+                stack.append((f"{path}[{index}]", value[index]))
+    return None
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -278,11 +327,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: Any,
               headers: Optional[Mapping[str, str]] = None) -> None:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
-        self._send(status, body.encode(), headers=headers)
+        try:
+            data = body.encode()
+        except UnicodeEncodeError:  # a lone surrogate from stored data: JSON escapes carry it
+            data = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        self._send(status, data, headers=headers)
 
     def _problem(self, problem: HTTPProblem) -> None:
         self._json(problem.status, {"type": problem.kind, "code": problem.code,
-                                    "detail": problem.detail, "attr": None},
+                                    "detail": problem.detail, "attr": problem.attr},
                    headers=problem.headers)
 
     def _dispatch(self, method: str) -> None:
@@ -290,6 +343,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = (self.headers.get("Content-Length") or "0").strip()
         self._has_body = length not in ("", "0") or "chunked" in (
             self.headers.get("Transfer-Encoding") or "").lower()
+        if len(self.headers.get_all("Content-Length") or ()) > 1:
+            # Two lengths leave the body's end (and so the next request) ambiguous, the root of
+            # request smuggling: refuse and close, as RFC 9112 §6.3 asks.
+            self._has_body = True
+            self.close_connection = True
+            self._problem(HTTPProblem(400, "invalid_request",
+                                      "The request has more than one Content-Length header.",
+                                      attr="Content-Length"))
+            return
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         query = parse_qs(url.query, keep_blank_values=True)
