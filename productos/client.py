@@ -352,7 +352,7 @@ class Client:
         with self._sync_lock:
             outcome = self._sender.send([item], deadline)
             stored = spool is not None and spool.active and not outcome.failures
-            if stored:
+            if spool is not None and stored:
                 # On disk: deliver it (and any older rows) before returning. Delivery
                 # accounts for itself; callbacks it runs see the lock released.
                 spool.delivery.deliver_now(deadline)

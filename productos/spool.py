@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from productos.consumer import Sender
 from productos.transport import BatchOutcome
 
 try:
@@ -262,7 +263,7 @@ class SpoolingSender:
     write fails, batches go to the inner sender from memory instead.
     """
 
-    def __init__(self, inner: Any, path: str, *, max_bytes: int, max_batch_size: int,
+    def __init__(self, inner: Sender, path: str, *, max_bytes: int, max_batch_size: int,
                  max_batch_bytes: int, account: Account, concurrency: int = 1,
                  interval: float = 0.5, outage_delay: float = 1.0, outage_cap: float = 30.0,
                  background: bool = True,
@@ -566,9 +567,14 @@ class SpoolDelivery:
             self._last_ok = ok
             if not ok:
                 self._failures += 1
+                if self._failures == 1:
+                    log.warning("productos: the endpoint is not taking events; %d wait in the "
+                                "spool and are retried until it does", sum(owner.pending()))
                 delay = min(self._outage_cap, self._outage_delay * 2 ** (self._failures - 1))
                 self._resume_at = self._clock() + delay
                 return
+            if self._failures:
+                log.warning("productos: the endpoint takes events again; sending the spool")
             self._failures = 0
             self._resume_at = 0.0
 
