@@ -23,6 +23,9 @@ TEST_REQUIRES = [
     "flask>=2.2",
     "djangorestframework>=3.14",
     "selenium>=4.10",
+    "uvicorn>=0.29",
+    "hypercorn>=0.16",
+    "daphne>=4.0",
 ]
 
 setup(

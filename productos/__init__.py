@@ -9,6 +9,7 @@ Use a :class:`Client`, or configure the module-level default one::
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable, Mapping, Optional
 
@@ -64,6 +65,16 @@ super_properties: Optional[Mapping[str, Any]] = None
 
 default_client: Optional[Client] = None
 _default_lock = threading.Lock()
+
+
+def _new_default_lock() -> None:
+    # A thread of the parent may have held it at fork time; the child would wait forever.
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_default_lock)
 
 
 def _default() -> Client:

@@ -719,6 +719,8 @@ class Client:
         self._flags.deduper.reset()
         self._sync_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
+        if self._autocapture is not None:
+            self._autocapture.reset_after_fork()
         if self._spool is not None:
             self._consumer.set_local_store(self._spool.active)
 

@@ -286,6 +286,10 @@ class _Autocapture:
         finally:
             self._previous_thread(args)
 
+    def reset_after_fork(self) -> None:
+        """Give a forked child its own lock (the parent's may have been held at fork)."""
+        self._lock = threading.Lock()
+
     def uninstall(self) -> None:
         """Stop capturing; put the previous hooks back where ours are still installed."""
         with self._lock:

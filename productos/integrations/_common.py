@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -63,6 +64,28 @@ def guard(what: str) -> Iterator[None]:
         yield
     except Exception as exc:
         report_internal_error(what, exc)
+
+
+_signal_drain_pid = 0
+
+
+def ensure_signal_drain() -> None:
+    """Install the SIGTERM drain once per process, from its main thread (cheap after that).
+
+    Clients install it when created; this also covers processes forked from a parent that
+    created the client (gunicorn ``--preload``), where the server reset SIGTERM since.
+    """
+    global _signal_drain_pid
+    if threading.current_thread() is not threading.main_thread():
+        return
+    pid = os.getpid()
+    if _signal_drain_pid == pid:
+        return
+    _signal_drain_pid = pid
+    with guard("installing the SIGTERM drain"):
+        from productos.signals import auto_install
+
+        auto_install()
 
 
 # --- configuration -------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ reads a flag for the request's user, and ``request.productos.capture("event")`` 
 
 from __future__ import annotations
 
-import atexit
 import logging
 import sys
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from productos.integrations._common import (
     clean_header_value,
     client_ip,
     close_request_context,
+    ensure_signal_drain,
     extra_properties,
     guard,
     header_distinct_id,
@@ -229,6 +229,7 @@ class ProductosMiddleware:
         """Serve the request inside its own context."""
         if self._async:
             return self.__acall__(request)
+        ensure_signal_drain()
         request.productos = RequestClient()
         scope = None
         with guard("opening the request context"):
@@ -241,6 +242,7 @@ class ProductosMiddleware:
 
     async def __acall__(self, request: Any) -> Any:
         """Serve the request inside its own context (async stacks)."""
+        ensure_signal_drain()
         request.productos = RequestClient()
         scope = None
         try:
@@ -272,28 +274,20 @@ def _on_got_request_exception(sender: Any, request: Any = None, **kwargs: Any) -
 # --- app config -------------------------------------------------------------------------------
 
 
-_exit_hook_registered = False
-
-
-def _shutdown_at_exit() -> None:
-    # Before the core's own exit drain (atexit runs last-registered first), with a bound.
-    _settings.reset(timeout=5.0)
-
-
 class ProductosConfig(AppConfig):  # type: ignore[misc,unused-ignore]
-    """Builds the client when Django starts and flushes it when the process exits."""
+    """Builds the client when Django starts; it is drained at exit and on SIGTERM."""
 
     name = "productos.integrations.django"
     label = "productos"
     verbose_name = "productos"
 
     def ready(self) -> None:
-        """Create the client from settings.PRODUCTOS and hook exception capture in."""
-        global _exit_hook_registered
+        """Create the client from settings.PRODUCTOS and hook exception capture in.
+
+        The core drains the client at exit, and on SIGTERM (see productos.signals).
+        """
         with guard("starting the productos integration"):
             get_settings()
             got_request_exception.connect(_on_got_request_exception,
                                           dispatch_uid="productos.got_request_exception")
-            if not _exit_hook_registered:
-                _exit_hook_registered = True
-                atexit.register(_shutdown_at_exit)
+        ensure_signal_drain()

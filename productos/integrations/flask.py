@@ -38,6 +38,7 @@ from productos.integrations._common import (
     clean_header_value,
     client_ip,
     close_request_context,
+    ensure_signal_drain,
     extra_properties,
     guard,
     header_distinct_id,
@@ -84,6 +85,7 @@ class Productos:
         if self._client is not None:
             config.setdefault("CLIENT", self._client)
         app.extensions[EXTENSION] = settings_from_mapping(config, "PRODUCTOS_* config")
+        ensure_signal_drain()
         before = app.before_request_funcs.setdefault(None, [])
         if _before_request in before:  # init_app called again: new settings, same hooks
             return
@@ -165,6 +167,7 @@ def _user_id(settings: IntegrationSettings, req: Any) -> Optional[str]:
 
 
 def _before_request() -> None:
+    ensure_signal_drain()
     environ = request.environ
     environ[_HELPER] = RequestClient()
     with guard("opening the request context"):
