@@ -25,6 +25,7 @@ from productos.events import (
     MAX_EVENT_BYTES,
     EventBuilder,
     checked_hook_output,
+    describe,
 )
 from productos.flag_service import FlagService, flags_for_event
 from productos.flags import EvaluationContext, FlagResult
@@ -175,7 +176,7 @@ class Client:
         try:
             if not isinstance(event, str) or not event:
                 raise errors.EventError(f"event name must be a non-empty string, "
-                                        f"not {_describe(event)}")
+                                        f"not {describe(event)}")
             props = _check_mapping("properties", properties)
             group_map = _check_groups(groups)
             scope = current_scope()
@@ -252,7 +253,7 @@ class Client:
                     return None
             if not isinstance(exc, BaseException):
                 raise errors.EventError(f"capture_exception() takes an exception, not "
-                                        f"{_describe(exc)}")
+                                        f"{describe(exc)}")
             if exceptions.already_captured(exc):
                 return None
             props = exceptions.exception_properties(
@@ -286,7 +287,7 @@ class Client:
         """Report a caller's uuid that is not a UUID (a new one replaces it)."""
         self._warnings.warn("invalid uuid= arguments replaced",
                             "productos: event %r: uuid=%s is not a valid UUID; a new one was "
-                            "generated", event, _describe(given))
+                            "generated", event, describe(given))
 
     def _enqueue(self, message: Dict[str, Any]) -> Optional[str]:
         """Run before_send, serialise, size-check and queue (or send, in sync mode)."""
@@ -413,7 +414,7 @@ class Client:
                       group_properties: Any, device_id: Any) -> EvaluationContext:
         if key is not None and (type(key) is not str or not key):
             raise errors.EventError(f"a flag key must be a non-empty string, not "
-                                    f"{_describe(key)}")
+                                    f"{describe(key)}")
         if type(distinct_id) is str and distinct_id:  # the common case, without the context
             owner: Optional[str] = distinct_id
         else:
@@ -482,7 +483,7 @@ class Client:
             return self._flags.result(key, ctx, only_local=only_local, send_event=send_event,
                                       detail=detail)
         except Exception as exc:
-            self._flag_failed(exc, f"evaluating flag {_describe(key)}")
+            self._flag_failed(exc, f"evaluating flag {describe(key)}")
             return None
 
     def get_feature_flag(self, key: str, distinct_id: Any = None, *, groups: Any = None,
@@ -514,7 +515,7 @@ class Client:
             try:
                 payload = payload_for(self._definitions.get(), key, match_value)
             except Exception as exc:
-                self._flag_failed(exc, f"reading the payload of flag {_describe(key)}")
+                self._flag_failed(exc, f"reading the payload of flag {describe(key)}")
                 return None
             if payload is not None:
                 return payload
@@ -797,7 +798,7 @@ class Client:
         """Account for a call whose arguments could not make an event; return None (no uuid)."""
         if self.options.debug:
             raise exc
-        self._drop_one("invalid", exc, None, f"{_describe(event)}: {exc}")
+        self._drop_one("invalid", exc, None, f"{describe(event)}: {exc}")
         return None
 
     def _drop_one(self, reason: str, exc: BaseException, message: Optional[dict],
@@ -839,20 +840,12 @@ class Client:
 # --- argument checks (pure helpers) ---------------------------------------------------------
 
 
-def _describe(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__} with a broken repr>"
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _to_id(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, _NOT_IDS) or value is None:
         # str() of these makes a string, but never the id the caller meant.
-        raise errors.EventError(f"an id must be a string or number, not {_describe(value)}")
+        raise errors.EventError(f"an id must be a string or number, not {describe(value)}")
     text = str(value)
     if not isinstance(text, str):
         raise errors.EventError("an id's str() did not return a string")
@@ -906,7 +899,7 @@ def _timeout_arg(value: Any, default: Optional[float]) -> Optional[float]:
             return default
         return min(max(0.0, seconds), threading.TIMEOUT_MAX)
     log.warning("productos: timeout=%s is not a number of seconds; %s is used instead",
-                _describe(value), default)
+                describe(value), default)
     return default
 
 

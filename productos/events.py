@@ -420,12 +420,12 @@ def checked_hook_output(changed: Mapping[str, Any], uuid: str, timestamp: str) -
                          f"{exc!r}") from exc
     name = message.get("event")
     if not isinstance(name, str) or not name:
-        raise EventError(f"before_send returned event={_short_repr(name)}; an event name is a "
+        raise EventError(f"before_send returned event={describe(name)}; an event name is a "
                          f"non-empty string")
     owner = message.get("distinct_id")
     if not isinstance(owner, str):
         if isinstance(owner, bool) or not isinstance(owner, (int, _uuid.UUID)):
-            raise EventError(f"before_send returned distinct_id={_short_repr(owner)} for "
+            raise EventError(f"before_send returned distinct_id={describe(owner)} for "
                              f"{name!r}; a distinct_id is a non-empty string")
         message["distinct_id"] = owner = str(owner)
     if not owner:
@@ -449,7 +449,7 @@ def checked_hook_output(changed: Mapping[str, Any], uuid: str, timestamp: str) -
     else:
         canonical = normalize_uuid(given_uuid)
         if canonical is None:
-            raise EventError(f"before_send returned uuid={_short_repr(given_uuid)} for "
+            raise EventError(f"before_send returned uuid={describe(given_uuid)} for "
                              f"{name!r}; it is not a valid UUID")
         message["uuid"] = canonical
     given_time = message.get("timestamp")
@@ -459,7 +459,7 @@ def checked_hook_output(changed: Mapping[str, Any], uuid: str, timestamp: str) -
         try:
             message["timestamp"] = format_timestamp(given_time)
         except Exception:
-            raise EventError(f"before_send returned timestamp={_short_repr(given_time)} for "
+            raise EventError(f"before_send returned timestamp={describe(given_time)} for "
                              f"{name!r}; a timestamp is an ISO-8601 string or a "
                              f"datetime") from None
     elif not given_time:
@@ -467,7 +467,8 @@ def checked_hook_output(changed: Mapping[str, Any], uuid: str, timestamp: str) -
     return message
 
 
-def _short_repr(value: Any) -> str:
+def describe(value: Any) -> str:
+    """Return a short repr of value for messages, even when its repr is broken."""
     try:
         text = repr(value)
     except Exception:

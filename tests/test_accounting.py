@@ -15,16 +15,17 @@ import pytest
 import productos
 
 try:
+    from tests.support import balanced
+except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
+    from support import balanced  # type: ignore
+
+try:
     from tests.server import Respond
 except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
     from server import Respond  # type: ignore
 
 FAST = {"retry_base_delay": 0.02, "retry_max_delay": 0.1, "max_retries": 1}
 
-
-def balanced(stats: Dict[str, Any]) -> bool:
-    return stats["captured"] == (stats["sent"] + stats["queued"] + stats["in_flight"]
-                                 + stats["spooled"] + stats["dropped_total"] + stats["filtered"])
 
 
 def leave_rows(live_server, path: str, count: int, pad: int = 0) -> None:

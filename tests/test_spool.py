@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from typing import Any, List
 
 import pytest
 
 import productos
+
+try:
+    from tests.support import balanced, wait_until
+except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
+    from support import balanced, wait_until  # type: ignore
 from productos.spool import Spool, SpoolBusyError
 
 try:
@@ -43,18 +47,6 @@ def make_client(live_server, spool_path):
         client.shutdown(5)
 
 
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def balanced(stats: dict) -> bool:
-    return stats["captured"] == (stats["sent"] + stats["queued"] + stats["in_flight"]
-                                 + stats["spooled"] + stats["dropped_total"] + stats["filtered"])
 
 
 def test_events_wait_in_the_spool_through_an_outage(make_client, live_server):

@@ -17,11 +17,16 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Set
+from typing import Any, List, Set
 
 import pytest
 
 import productos
+
+try:
+    from tests.support import balanced, wait_until
+except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
+    from support import balanced, wait_until  # type: ignore
 
 try:
     from tests.faults import HANG, PASS, REFUSE, FaultGate
@@ -34,18 +39,6 @@ FAST = {"retry_base_delay": 0.05, "retry_max_delay": 0.3, "max_retries": 2, "tim
 BURST = 30_000
 
 
-def balanced(stats: Dict[str, Any]) -> bool:
-    return stats["captured"] == (stats["sent"] + stats["queued"] + stats["in_flight"]
-                                 + stats["spooled"] + stats["dropped_total"] + stats["filtered"])
-
-
-def wait_until(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def uuids_on_disk(path: str) -> Set[str]:
