@@ -23,6 +23,7 @@ TEST_REQUIRES = [
     "flask>=2.2",
     "djangorestframework>=3.14",
     "selenium>=4.10",
+    "google-re2>=1.1",  # the [re2] extra, so tests run both regex engines
     "uvicorn>=0.29",
     "hypercorn>=0.16",
     "daphne>=4.0",
@@ -50,6 +51,8 @@ setup(
         "flask": ["flask>=2.2"],
         "redis": ["redis>=4.5"],
         "celery": ["celery>=5.2"],
+        # A linear-time regex engine (RE2) for regex flag filters, like the server's.
+        "re2": ["google-re2>=1.1"],
     },
     entry_points={"console_scripts": ["productos=productos.cli:main"]},
     classifiers=[

@@ -37,6 +37,8 @@ from typing import (
     cast,
 )
 
+from productos.regex_safety import Searcher, analyse_pattern, compile_linear, linear_engine
+
 __all__ = [
     "DEPENDENCY_OPERATOR",
     "MISSING_CONTEXT",
@@ -425,20 +427,61 @@ def parse_date_value(
 
 # --- regex dialect guard ---------------------------------------------------------------------
 
-_DEFER = "defer"
 _INVALID = "invalid"
+_DIALECT_PROBLEM = "the regex uses syntax that may behave differently on the server"
+_CURRENT_ENGINE: Any = object()  # _compile_regex's default: the engine selected process-wide
 _SHORTHANDS = ("\\d", "\\D", "\\s", "\\S", "\\w", "\\W")
 _REPETITION_RE = re.compile(r"\{([0-9]+)(?:,([0-9]*))?\}")
 
 
 @dataclass(frozen=True)
 class RegexSpec:
-    """A compiled pattern plus what the evaluator must check on each value before trusting it."""
+    """A compiled pattern plus what the evaluator must check on each value before trusting it.
+
+    ``pattern`` (Python's re) serves values up to ``python_limit`` characters (None: any);
+    longer ones go to ``linear`` (re2, when installed) up to ``linear_limit``, and past both the
+    filter is inconclusive (see :mod:`productos.regex_safety`).
+    """
 
     pattern: re.Pattern[str]
     uses_word_class: bool
     uses_space_class: bool
     end_anchor_with_repetition: bool
+    python_limit: Optional[int] = None
+    risk: str = ""  # why Python's re is limited on this pattern
+    linear: Optional[Searcher] = None  # the re2 compiled pattern
+    linear_limit: Optional[int] = None
+    linear_ascii_only: bool = False  # re2 reads \d \s \w as ASCII: only ASCII values go to it
+
+    @property
+    def engine(self) -> str:
+        """The engine that takes the values Python's re may not: "re2", or "re" if none."""
+        return "re" if self.linear is None else "re2"
+
+    def engine_for(self, text: str) -> Union[Searcher, str]:
+        """The compiled pattern to search ``text`` with, or why neither engine may take it."""
+        size = len(text)
+        limit = self.python_limit
+        if limit is None or size <= limit:
+            return self.pattern
+        linear = self.linear
+        refusal = ""
+        if linear is not None:
+            if self.linear_limit is not None and size > self.linear_limit:
+                refusal = f"re2 takes at most {self.linear_limit} characters with this regex"
+            elif self.linear_ascii_only and not text.isascii():
+                refusal = "re2 reads \\d, \\s and \\w as ASCII only, and the value is not ASCII"
+            elif self.linear_ascii_only and self.uses_space_class and "\x0b" in text:
+                refusal = "re2's \\s leaves out the vertical tab the value holds"
+            else:
+                return linear
+        if limit == 0:
+            return f"{self.risk}; {refusal}" if refusal else self.risk
+        why = (
+            f"the value has {size} characters, more than the {limit} Python's re can take "
+            f"safely with this regex: {self.risk}"
+        )
+        return f"{why}; {refusal}" if refusal else why
 
 
 class _Deferred(Exception):
@@ -458,8 +501,6 @@ def _scan_regex(source: str) -> Tuple[str, bool, bool, bool, bool]:
     # What the previous token was, for the quantifier rules: "" (start), "(", "|", "^", "$",
     # "empty group", "quantifier", "literal" or the literal character itself.
     prev = ""
-    open_groups: List[bool] = []  # per open group: does it contain a quantifier?
-    closed_had_quantifier = False
     word = space = end_anchor = repeats = False
 
     while i < n:
@@ -471,19 +512,8 @@ def _scan_regex(source: str) -> Tuple[str, bool, bool, bool, bool]:
                 end_anchor = True
             if ch in "*+?{|":
                 repeats = True
-            if ch == "(":
-                open_groups.append(False)
-            elif ch == ")":
-                closed_had_quantifier = open_groups.pop() if open_groups else False
-                if open_groups:
-                    open_groups[-1] = open_groups[-1] or closed_had_quantifier
-            elif ch in "*+?{":
-                # A repeated group that itself repeats is where backtracking engines explode and
-                # the server's engine gives up, so leave those to the server.
-                if prev == ")" and closed_had_quantifier:
-                    raise _Deferred
-                if open_groups:
-                    open_groups[-1] = True
+            # Nested repetitions are judged by productos.regex_safety (backtracking cost) and by
+            # its estimate of the server's compiled size, not refused here.
 
         if ch == "\\":
             i += 1
@@ -560,18 +590,47 @@ def _scan_regex(source: str) -> Tuple[str, bool, bool, bool, bool]:
     return "".join(out), word, space, end_anchor, repeats
 
 
-def _compile_regex(source: str) -> Union[RegexSpec, str]:
+def _compile_regex(source: str, engine: Any = _CURRENT_ENGINE) -> Union[RegexSpec, str]:
+    """The compiled pattern, ``_INVALID``, or why only the server may evaluate it.
+
+    ``engine`` is the re2 module to compile with (None: Python's re only); by default the one
+    :func:`productos.regex_safety.set_regex_engine` selects.
+    """
     try:
         python_source, word, space, end_anchor, repeats = _scan_regex(source)
     except _Deferred:
-        return _DEFER
+        return _DIALECT_PROBLEM
     try:
         compiled = re.compile(python_source)
     except re.error:
         return _INVALID
     except Exception:  # e.g. RecursionError/OverflowError on absurd patterns
-        return _DEFER
-    return RegexSpec(compiled, word, space, end_anchor and repeats)
+        return _DIALECT_PROBLEM
+    try:
+        safety = analyse_pattern(source)
+    except Exception as exc:  # a bug in the analyser must not cost the other flags
+        return f"the regex could not be checked for catastrophic backtracking ({exc!r})"
+    if safety.server_problem is not None:
+        return safety.server_problem
+    base = RegexSpec(compiled, word, space, end_anchor and repeats)
+    if safety.python_limit is None:
+        return base
+    if engine is _CURRENT_ENGINE:
+        engine = linear_engine()
+    linear = compile_linear(source, engine)
+    risk = safety.risk
+    if engine is None:
+        risk += "; the re2 extra would evaluate it locally (pip install 'productos[re2]')"
+    if safety.python_limit == 0 and linear is None:
+        return risk
+    return dataclasses.replace(
+        base,
+        python_limit=safety.python_limit,
+        risk=risk,
+        linear=linear,
+        linear_limit=safety.linear_limit,
+        linear_ascii_only=safety.uses_shorthand,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -936,11 +995,11 @@ class _Compiler:
             if source == "":
                 return RegexFilter(*base, None, op == "not_regex", True, None)
             spec = _compile_regex(source)
-            if spec == _DEFER:
-                problem = "the regex uses syntax that may behave differently on the server"
-                return RegexFilter(*base, problem, op == "not_regex", False, None)
-            regex = spec if isinstance(spec, RegexSpec) else None
-            return RegexFilter(*base, None, op == "not_regex", False, regex)
+            if isinstance(spec, RegexSpec):
+                return RegexFilter(*base, None, op == "not_regex", False, spec)
+            if spec != _INVALID:
+                return RegexFilter(*base, spec, op == "not_regex", False, None)
+            return RegexFilter(*base, None, op == "not_regex", False, None)
         if op in _NUMERIC_OPERATORS:
             number = parse_number(value)
             problem = None if number is not None else "the filter value is not a finite number"

@@ -401,9 +401,13 @@ def _match_regex(spec: RegexFilter, value: Any, ev: _Evaluation) -> Outcome:
             return _REGEX_VALUE
     if regex.uses_space_class and any(c in text for c in "\x1c\x1d\x1e\x1f"):
         return _REGEX_VALUE
+    # Patterns Python's re may backtrack on for long have a length limit (productos.regex_safety).
+    searcher = regex.pattern if regex.python_limit is None else regex.engine_for(text)
+    if isinstance(searcher, str):
+        return _Undecided(_UNSUPPORTED, False, searcher)
     try:
-        hit = regex.pattern.search(text) is not None
-    except Exception:  # pragma: no cover - re.search does not raise on str input
+        hit = searcher.search(text) is not None
+    except Exception:  # pragma: no cover - neither engine raises on str input
         return _REGEX_VALUE
     return hit != spec.negate
 
