@@ -3,9 +3,10 @@
 Usage (from the repository root)::
 
     pip install -e . posthog
-    python benchmarks/bench_delivery.py            # full run, about a minute
+    python benchmarks/bench_delivery.py            # full run, a few minutes
     python benchmarks/bench_delivery.py --quick    # smaller counts, a smoke test
     python benchmarks/bench_delivery.py --sdk productos
+    python benchmarks/bench_delivery.py --scenario spool_kill   # one scenario (repeatable)
 
 For each SDK (posthog only when it is installed), with default settings except the host:
 
@@ -20,6 +21,20 @@ For each SDK (posthog only when it is installed), with default settings except t
    then a generous drain; drops = captured - delivered (unique uuids at the server),
    beside what the SDK reports (``capture()`` returning None, and productos' ``stats()``).
    A second productos row with ``on_full="block"`` is labelled as such.
+5. ``spool_outage``: a 30k-event burst in a tight loop with the endpoint down (a 127.0.0.1
+   port with nothing listening: connection refused), productos with ``spool_path`` set.
+   OUTAGE_WAIT (2 s) after the burst ended, this process counts the rows of the run in the
+   child's SQLite file while the child is still running; the child reports what it still
+   holds only in memory (posthog, which has no spool: its queue's ``qsize()``);
+6. ``spool_kill``: the same burst paced over about 3 s; the child logs each admitted uuid
+   with its ``time.monotonic()`` instant (unbuffered, so the log survives the kill) and
+   this process sends it ``SIGKILL`` at a seeded moment of the burst, then compares the log
+   with the rows on disk: events lost, and events lost among those admitted more than
+   ``flush_interval`` before the kill (the target: none). Worst of 3 seeded moments;
+7. ``cold_start``: runs benchmarks/bench_cold_start.py (first correct flag answer with
+   2,000 flags, against one plain fetch plus parse) and takes its medians;
+8. ``regex``: runs benchmarks/bench_regex.py (worst ``feature_enabled()`` time over
+   pathological regexes) when it is there; otherwise the row says "not measured".
 
 The server is the project's loopback test server (tests/server.py, 127.0.0.1 only), run
 in this process; every SDK run is a fresh subprocess given the server's URL. Each event
@@ -38,12 +53,19 @@ import importlib.util
 import json
 import os
 import platform
+import queue
+import random
+import shutil
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid as _uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from _logs import quiet_logger
 
@@ -58,6 +80,16 @@ SETTLE_QUIET = 0.6  # the server is settled when nothing was stored for this lon
 SETTLE_MAX = 10.0  # ...or after this many seconds
 FAIL_SEED = 1
 RESULT_PREFIX = "BENCH-RESULT "
+MARK_PREFIX = "BENCH-MARK "
+OUTAGE_WAIT = 2.0  # rows on disk are counted this long after the burst ends
+BURST = 30_000  # events in the spool scenarios' burst
+KILL_BURST_SECONDS = 3.0  # the kill scenario paces its burst over about this long
+KILL_SEED = 7  # the kill moments: a seeded fraction of the burst, one per repetition
+KILL_WINDOW = (0.15, 0.85)  # ...between these fractions of the planned burst
+KILL_WAIT = 60.0  # a kill worker that was not killed exits after this
+DEFAULT_FLUSH_INTERVAL = 0.5  # productos' default, the kill target's window
+EXTERNAL_TIMEOUT = 900.0  # seconds for bench_cold_start.py / bench_regex.py
+REGEX_TARGET_MS = 1.0  # worst feature_enabled() time over pathological regexes
 
 
 def make_properties(run: str, i: int) -> Dict[str, Any]:
@@ -73,7 +105,8 @@ def make_properties(run: str, i: int) -> Dict[str, Any]:
 class Sdk:
     """A thin, uniform face over one SDK's client."""
 
-    def __init__(self, name: str, host: str, variant: str = "") -> None:
+    def __init__(self, name: str, host: str, variant: str = "",
+                 spool_path: Optional[str] = None) -> None:
         self.name = name
         self.log = quiet_logger(name)
         if name == "productos":
@@ -83,6 +116,8 @@ class Sdk:
             kwargs: Dict[str, Any] = {}
             if variant == "block":
                 kwargs["on_full"] = "block"
+            if spool_path:
+                kwargs["spool_path"] = spool_path
             self.client: Any = productos.Client(API_KEY, host=host, **kwargs)
             self.capture: Callable[..., Any] = self.client.capture
         elif name == "posthog":
@@ -197,9 +232,71 @@ def work_loop(args: argparse.Namespace) -> None:
     os._exit(0)
 
 
+def _mark(name: str, **fields: Any) -> None:
+    """Tell the parent, at once, that a moment was reached (it acts on it while we run)."""
+    sys.stdout.write(f"{MARK_PREFIX}{name} " + json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def _sdk_flush_interval(sdk: Sdk) -> Optional[float]:
+    if sdk.name == "productos":
+        return float(sdk.client.options.flush_interval)
+    return None
+
+
+def work_spool_outage(args: argparse.Namespace) -> None:
+    """A tight burst against a refused endpoint, then report what is still only in memory."""
+    sdk = Sdk(args.sdk, args.url, args.variant, spool_path=args.spool)
+    refused, capture_s = _capture_n(sdk, args.run, args.burst)
+    ended = time.monotonic()
+    _mark("burst_end", t=ended)
+    # The parent counts the rows on disk at ended + OUTAGE_WAIT; look at memory then too.
+    time.sleep(max(0.0, ended + OUTAGE_WAIT - time.monotonic()))
+    memory: Optional[int] = None
+    if sdk.name == "posthog":
+        try:
+            memory = int(sdk.client.queue.qsize())
+        except Exception:  # a posthog without a readable queue: reported as n/a
+            memory = None
+    st = sdk.stats()
+    if isinstance(st, dict) and "queued" in st:
+        memory = int(st.get("queued", 0)) + int(st.get("in_flight", 0))
+    _emit({"refused": refused, "capture_s": capture_s, "burst_end": ended,
+           "looked_at": time.monotonic(), "in_memory": memory, "stats": st,
+           "flush_interval": _sdk_flush_interval(sdk), "log_records": sdk.log.count,
+           "version": sdk.version})
+    os._exit(0)  # the rows stay on disk; no exit drain
+
+
+def work_spool_kill(args: argparse.Namespace) -> None:
+    """A paced burst, each admitted uuid logged with its instant, until the parent kills us."""
+    sdk = Sdk(args.sdk, args.url, args.variant, spool_path=args.spool)
+    capture = sdk.capture
+    # Unbuffered writes to a file: what capture() admitted before the kill is on record.
+    fd = os.open(args.admitted, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    rate = args.burst / args.burst_seconds
+    start = time.monotonic()
+    _mark("burst_start", t=start, flush_interval=_sdk_flush_interval(sdk),
+          version=sdk.version)
+    for i in range(args.burst):
+        uid = capture(EVENT, distinct_id=DISTINCT_ID, properties=make_properties(args.run, i))
+        if uid is not None:
+            os.write(fd, f"{uid} {time.monotonic():.6f}\n".encode())
+        if i % 100 == 99:
+            ahead = start + (i + 1) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    _mark("burst_end", t=time.monotonic())
+    time.sleep(KILL_WAIT)  # the parent kills us long before this
+    _emit({"not_killed": True, "version": sdk.version})
+    os._exit(0)
+
+
 WORKERS = {"flush": work_flush, "shutdown": work_shutdown, "exit": work_exit,
-           "loop": work_loop}
-SCENARIOS = ("flush", "shutdown", "exit", "loop")
+           "loop": work_loop, "spool_outage": work_spool_outage,
+           "spool_kill": work_spool_kill}
+SCENARIOS = ("flush", "shutdown", "exit", "loop", "spool_outage", "spool_kill", "cold_start",
+             "regex")
 
 
 # --------------------------------------------------------------------------------------
@@ -357,6 +454,358 @@ def measure_loop(server: Server, sdks: List[str],
     return out
 
 
+class LiveWorker:
+    """A worker subprocess the parent acts on while it runs (reads its marks, may kill it)."""
+
+    def __init__(self, scenario: str, sdk: str, url: str, args: argparse.Namespace,
+                 extra: List[str]) -> None:
+        self.scenario, self.sdk = scenario, sdk
+        self.run = _uuid.uuid4().hex[:12]
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", scenario, "--sdk", sdk,
+               "--url", url, "--run", self.run, *extra]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        # A file, not a pipe: a chatty child never blocks. Closed by close().
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, text=True, bufsize=1)
+        self._lines: queue.Queue[Optional[str]] = queue.Queue()
+        self.marks: Dict[str, Dict[str, Any]] = {}
+        self.result: Optional[Dict[str, Any]] = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _take(self, line: str) -> None:
+        if line.startswith(MARK_PREFIX):
+            name, _, body = line[len(MARK_PREFIX):].partition(" ")
+            self.marks[name] = json.loads(body)
+        elif line.startswith(RESULT_PREFIX):
+            self.result = json.loads(line[len(RESULT_PREFIX):])
+
+    def _pump(self, timeout: float) -> bool:
+        """Take one line (waiting up to timeout); False once the child's output ended."""
+        try:
+            line = self._lines.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return True
+        if line is None:
+            self._lines.put(None)  # keep reporting the end to later callers
+            return False
+        self._take(line)
+        return True
+
+    def wait_mark(self, name: str, timeout: float) -> Dict[str, Any]:
+        """Return the fields of mark `name`, waiting up to timeout for the child to reach it."""
+        deadline = time.monotonic() + timeout
+        while name not in self.marks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._pump(remaining):
+                self.fail(f"no {name!r} mark within {timeout:.0f} s")
+        return self.marks[name]
+
+    def poll_marks(self) -> None:
+        """Take whatever the child printed so far, without waiting."""
+        while not self._lines.empty() and self._pump(0):
+            pass
+
+    def kill(self) -> float:
+        """kill -9 the child; return the instant just before the signal."""
+        at = time.monotonic()
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        return at
+
+    def finish(self, timeout: float = WORKER_TIMEOUT) -> Dict[str, Any]:
+        """Wait for the child to exit and return its result line."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.fail(f"did not exit within {timeout:.0f} s")
+        while self._pump(5.0):
+            pass
+        if self.result is None:
+            self.fail("no result line")
+        result = dict(self.result or {})
+        result["returncode"] = self.proc.returncode
+        result["stderr_tail"] = self.stderr()[-2000:]
+        return result
+
+    def stderr(self) -> str:
+        """What the child wrote to stderr so far."""
+        if self._stderr.closed:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def close(self) -> None:
+        """Release the stderr file (after finish() or kill())."""
+        self._stderr.close()
+
+    def fail(self, why: str) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        raise SystemExit(f"{self.scenario}/{self.sdk}: worker {why} "
+                         f"(rc={self.proc.returncode})\n{self.stderr()[-3000:]}")
+
+
+def refused_url() -> str:
+    """A 127.0.0.1 URL whose port has nothing listening: connections are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def still_refused(url: str) -> bool:
+    """Whether connecting to url's port is still refused (nobody took the port meanwhile)."""
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _spool_query(path: str, sql: str, run: str) -> List[Tuple[Any, ...]]:
+    """Run one query over the rows of `run` in the spool file, read from this process."""
+    if not os.path.exists(path):
+        return []
+    db = sqlite3.connect(path, timeout=10.0)
+    try:
+        return db.execute(sql, (run.encode(),)).fetchall()
+    finally:
+        db.close()
+
+
+def spool_count(path: str, run: str) -> int:
+    """Rows in the spool whose event body carries the run id."""
+    rows = _spool_query(path, "SELECT COUNT(*) FROM events WHERE instr(body, ?) > 0", run)
+    return int(rows[0][0]) if rows else 0
+
+
+def spool_uuids(path: str, run: str) -> Set[str]:
+    """The uuids of the run's events on disk."""
+    found: Set[str] = set()
+    for (body,) in _spool_query(path, "SELECT body FROM events WHERE instr(body, ?) > 0", run):
+        try:
+            event = json.loads(bytes(body))
+        except ValueError:
+            continue
+        if (event.get("properties") or {}).get("run") == run:
+            found.add(event.get("uuid"))
+    return found
+
+
+def measure_spool_outage(sdks: List[str], args: argparse.Namespace) -> Dict[str, Any]:
+    """A tight burst with the endpoint refusing; rows on disk OUTAGE_WAIT s after it ended."""
+    out: Dict[str, Any] = {}
+    for sdk in sdks:
+        print(f"[{sdk}] {args.burst} events with the endpoint refusing"
+              f"{', spool on' if sdk == 'productos' else ' (posthog has no spool)'} ...",
+              flush=True)
+        tmp = tempfile.mkdtemp(prefix="bench-spool-")
+        try:
+            spool = os.path.join(tmp, "spool.sqlite3")
+            url = refused_url()
+            extra = ["--burst", str(args.burst)]
+            if sdk == "productos":
+                extra += ["--spool", spool]
+            worker = LiveWorker("spool_outage", sdk, url, args, extra)
+            ended = float(worker.wait_mark("burst_end", WORKER_TIMEOUT)["t"])
+            time.sleep(max(0.0, ended + OUTAGE_WAIT - time.monotonic()))
+            counted_at = time.monotonic()
+            rows = spool_count(spool, worker.run) if sdk == "productos" else 0
+            count_s = time.monotonic() - counted_at
+            result = worker.finish()
+            worker.close()
+            result.update({"rows_on_disk": rows, "counted_after_s": counted_at - ended,
+                           "count_query_s": count_s, "endpoint_refused": still_refused(url),
+                           "spool": sdk == "productos", "burst": args.burst})
+            out[sdk] = result
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _read_admitted(path: str) -> Dict[str, float]:
+    """uuid -> instant capture() returned, from a kill worker's log (a torn last line skipped)."""
+    admitted: Dict[str, float] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) == 2 and line.endswith("\n"):
+                    try:
+                        admitted[parts[0]] = float(parts[1])
+                    except ValueError:
+                        continue
+    except FileNotFoundError:
+        pass
+    return admitted
+
+
+def _closed_stderr(worker: LiveWorker) -> str:
+    tail = worker.stderr()[-2000:]
+    worker.close()
+    return tail
+
+
+def _kill_once(sdk: str, fraction: float, args: argparse.Namespace) -> Dict[str, Any]:
+    tmp = tempfile.mkdtemp(prefix="bench-kill-")
+    try:
+        spool = os.path.join(tmp, "spool.sqlite3")
+        log_path = os.path.join(tmp, "admitted.txt")
+        url = refused_url()
+        extra = ["--burst", str(args.burst), "--burst-seconds", str(args.burst_seconds),
+                 "--admitted", log_path]
+        if sdk == "productos":
+            extra += ["--spool", spool]
+        worker = LiveWorker("spool_kill", sdk, url, args, extra)
+        start = worker.wait_mark("burst_start", WORKER_TIMEOUT)
+        began = float(start["t"])
+        time.sleep(max(0.0, began + fraction * args.burst_seconds - time.monotonic()))
+        killed_at = worker.kill()
+        worker.poll_marks()
+        admitted = _read_admitted(log_path)
+        on_disk = spool_uuids(spool, worker.run) if sdk == "productos" else set()
+        # The target's window is productos' flush_interval; posthog is judged on the same one.
+        window = float(start.get("flush_interval") or DEFAULT_FLUSH_INTERVAL)
+        older = {u for u, t in admitted.items() if t <= killed_at - window}
+        lost = [u for u in admitted if u not in on_disk]
+        lost_older = [u for u in older if u not in on_disk]
+        return {"version": start.get("version"), "fraction": fraction,
+                "killed_after_s": killed_at - began, "window_s": window,
+                "burst_finished_before_kill": "burst_end" in worker.marks,
+                "admitted": len(admitted), "admitted_in_window": len(admitted) - len(older),
+                "rows_on_disk": len(on_disk),
+                "on_disk_not_logged": len(on_disk - set(admitted)),
+                "lost": len(lost), "lost_older": len(lost_older),
+                "last_admitted_before_kill_s": (killed_at - max(admitted.values())
+                                                if admitted else None),
+                "endpoint_refused": still_refused(url), "spool": sdk == "productos",
+                "returncode": worker.proc.returncode,
+                "stderr_tail": _closed_stderr(worker)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure_spool_kill(sdks: List[str], args: argparse.Namespace) -> Dict[str, Any]:
+    """kill -9 at seeded moments of a paced burst; the worst repetition per SDK, all kept."""
+    reps: Dict[str, List[Dict[str, Any]]] = {sdk: [] for sdk in sdks}
+    for rep in range(args.kill_repeat):
+        fraction = random.Random(KILL_SEED + rep).uniform(*KILL_WINDOW)
+        for sdk in sdks:
+            print(f"[{sdk}] kill -9 at {fraction * args.burst_seconds:.2f} s into a "
+                  f"{args.burst}-event burst paced over {args.burst_seconds:.1f} s, run "
+                  f"{rep + 1}/{args.kill_repeat} ...", flush=True)
+            reps[sdk].append(_kill_once(sdk, fraction, args))
+    out: Dict[str, Any] = {}
+    for sdk, results in reps.items():
+        worst = dict(max(results, key=lambda r: (r["lost_older"], r["lost"])))
+        worst["repetitions"] = [{k: v for k, v in r.items() if k != "stderr_tail"}
+                                for r in results]
+        out[sdk] = worst
+    return out
+
+
+def _run_json_benchmark(script: str, args: argparse.Namespace,
+                        extra: List[str]) -> Tuple[Optional[Dict[str, Any]], str]:
+    """Run another benchmark script writing its JSON to a temporary file; (doc, problem)."""
+    path = os.path.join(HERE, script)
+    if not os.path.exists(path):
+        return None, f"benchmarks/{script} is not there: not measured"
+    fd, out = tempfile.mkstemp(suffix=".json", prefix="bench-")
+    os.close(fd)
+    cmd = [sys.executable, path, "--json", out, *extra] + (["--quick"] if args.quick else [])
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=EXTERNAL_TIMEOUT, check=False)
+        # A script may exit 1 for a missed target after writing its results: use them.
+        if os.path.getsize(out) == 0:
+            tail = (proc.stderr or proc.stdout)[-600:].strip()
+            return None, f"benchmarks/{script} failed (exit {proc.returncode}): {tail}"
+        with open(out, encoding="utf-8") as fh:
+            doc: Dict[str, Any] = json.load(fh)
+        doc["_exit_code"] = proc.returncode
+        return doc, ""
+    except subprocess.TimeoutExpired:
+        return None, f"benchmarks/{script} took over {EXTERNAL_TIMEOUT:.0f} s: not measured"
+    except (OSError, ValueError) as exc:
+        return None, f"benchmarks/{script}: unreadable results ({exc}): not measured"
+    finally:
+        try:
+            os.unlink(out)
+        except OSError:
+            pass
+
+
+def measure_cold_start(sdks: List[str], args: argparse.Namespace) -> Dict[str, Any]:
+    """Run bench_cold_start.py; keep the medians per SDK and mode beside the target."""
+    print("[both] cold start with 2,000 flags (benchmarks/bench_cold_start.py) ...", flush=True)
+    extra: List[str] = [] if len(sdks) > 1 else ["--sdk", sdks[0]]
+    doc, problem = _run_json_benchmark("bench_cold_start.py", args, extra)
+    if doc is None:
+        print(f"  {problem}", flush=True)
+        return {sdk: {"error": problem} for sdk in sdks}
+    summary = doc.get("summary") or {}
+    baseline = (doc.get("runs") or {}).get("baseline") or []
+    parts = {}
+    for part in ("fetch_ms", "json_ms", "compile_ms"):
+        values = sorted(r[part] for r in baseline if isinstance(r.get(part), (int, float)))
+        parts[f"target_{part}"] = values[(len(values) - 1) // 2] if values else None
+    out: Dict[str, Any] = {}
+    for sdk in sdks:
+        first = summary.get(f"{sdk}/first-call") or {}
+        load = summary.get(f"{sdk}/explicit-load") or {}
+        out[sdk] = {"version": first.get("version"), "flags": doc.get("flags"),
+                    "repeat": doc.get("repeat"),
+                    "target_ms": doc.get("target_fetch_plus_parse_ms"),
+                    "first_call_ms": first.get("median_ms"),
+                    "first_call_min_ms": first.get("min_ms"),
+                    "first_call_correct": first.get("first_call_correct"),
+                    "explicit_load_ms": load.get("median_ms"),
+                    "explicit_load_min_ms": load.get("min_ms"),
+                    "all_flags_correct_min": first.get("all_flags_correct_min"), **parts}
+    return out
+
+
+def measure_regex(sdks: List[str], args: argparse.Namespace) -> Dict[str, Any]:
+    """Run bench_regex.py (when present); keep the worst feature_enabled() time per SDK."""
+    print("[both] pathological regexes (benchmarks/bench_regex.py) ...", flush=True)
+    doc, problem = _run_json_benchmark("bench_regex.py", args, [])
+    if doc is None:
+        print(f"  {problem}", flush=True)
+        return {sdk: {"error": problem} for sdk in sdks}
+    out: Dict[str, Any] = {}
+    for sdk in sdks:
+        out[sdk] = _regex_summary(doc, sdk)
+    return out
+
+
+def _regex_summary(doc: Dict[str, Any], sdk: str) -> Dict[str, Any]:
+    """One SDK's figures out of bench_regex.py's summary (productos: one entry per engine)."""
+    found = (doc.get("summary") or {}).get(sdk)
+    if sdk == "productos" and isinstance(found, dict) and found:
+        engines = {name: dict(v) for name, v in found.items() if isinstance(v, dict)
+                   and isinstance(v.get("worst_median_ms"), (int, float))}
+        if engines:
+            return {"engines": engines, "repeat": (doc.get("config") or {}).get("repeat")}
+    if sdk == "posthog" and isinstance(found, dict):
+        return dict(found)
+    if sdk == "posthog" and found is None:
+        return {"error": "bench_regex.py did not measure posthog"}
+    return {"error": f"bench_regex.py results name no usable {sdk!r} summary "
+                     f"(keys {sorted(doc)[:12]}): not measured"}
+
+
 def measure(args: argparse.Namespace) -> Dict[str, Any]:
     sdks = [s for s in args.sdk if s != "posthog" or _posthog_available()]
     if "posthog" in args.sdk and "posthog" not in sdks:
@@ -370,11 +819,17 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
             ("exit", "exit without shutdown, 200 ms endpoint", {"delay": 0.2}),
             ("loop", f"{args.loop} captures in a tight loop", {}),
         ]
+        others = {"spool_outage": measure_spool_outage, "spool_kill": measure_spool_kill,
+                  "cold_start": measure_cold_start, "regex": measure_regex}
+        plan += [(name, name, {}) for name in others]
         for scenario, label, setup in plan:
             if scenario not in args.scenario:
                 continue
             if scenario == "loop":
                 runs["loop"] = measure_loop(server, sdks, args)
+                continue
+            if scenario in others:
+                runs[scenario] = others[scenario](sdks, args)
                 continue
             for sdk in sdks:
                 print(f"[{sdk}] {label} ...", flush=True)
@@ -484,18 +939,108 @@ def build_rows(runs: Dict[str, Any], args: argparse.Namespace) -> List[Dict[str,
     p = None if pr is None else pr["capture_s"]
     h = None if hr is None else hr["capture_s"]
     row(f"{loop} tight-loop capture time, defaults (info)", "s", p, h, "", None)
+    _spool_rows(runs, args, row)
+    _external_rows(runs, row)
     return rows
+
+
+Row = Callable[..., None]
+
+
+def _spool_rows(runs: Dict[str, Any], args: argparse.Namespace, row: Row) -> None:
+    """5. the spool under an outage, 6. kill -9 during a burst."""
+    burst = args.burst
+    out = runs.get("spool_outage")
+    if out is not None:
+        pr, hr = out.get("productos"), out.get("posthog")
+        p = None if pr is None else pr["rows_on_disk"]
+        h = None if hr is None else 0  # posthog has no spool: nothing is ever persisted
+        row(f"events on disk {OUTAGE_WAIT:.0f} s after a {burst}-event burst, endpoint "
+            "refusing, spool on (posthog: no spool)", "events", p, h, f"all {burst}",
+            None if p is None else p == burst, ratio=False)
+        row(f"events held only in memory {OUTAGE_WAIT:.0f} s after the burst (info)", "events",
+            None if pr is None else pr.get("in_memory"),
+            None if hr is None else hr.get("in_memory"), "", None, ratio=False)
+        row("events refused by capture() during the burst (info)", "events",
+            None if pr is None else pr["refused"], None if hr is None else hr["refused"], "",
+            None, ratio=False)
+    kill = runs.get("spool_kill")
+    if kill is not None:
+        pr, hr = kill.get("productos"), kill.get("posthog")
+        reps = args.kill_repeat
+        window = (pr or hr or {}).get("window_s", DEFAULT_FLUSH_INTERVAL)
+        met = None
+        if pr is not None:
+            met = all(r["lost"] <= r["admitted_in_window"] for r in pr["repetitions"])
+        row(f"events lost by kill -9 during a {burst}-event burst paced over "
+            f"{args.burst_seconds:g} s, endpoint refusing (admitted - on disk), worst of "
+            f"{reps}", "events", None if pr is None else pr["lost"],
+            None if hr is None else hr["lost"],
+            f"<= admitted in the last {window:g} s", met)
+        row(f"...of them admitted more than flush_interval ({window:g} s) before the kill",
+            "events", None if pr is None else pr["lost_older"],
+            None if hr is None else hr["lost_older"], "0",
+            None if pr is None else all(r["lost_older"] == 0 for r in pr["repetitions"]))
+
+
+def _external_rows(runs: Dict[str, Any], row: Row) -> None:
+    """7. cold start with 2,000 flags, 8. pathological regexes (from the other scripts)."""
+    cold = runs.get("cold_start")
+    if cold is not None:
+        pr, hr = cold.get("productos") or {}, cold.get("posthog") or {}
+        target = pr.get("target_ms") or hr.get("target_ms")
+        repeat = pr.get("repeat") or hr.get("repeat")
+        goal = "<= fetch+parse" + ("" if target is None else f" ({target:.1f} ms)")
+        for key, how in (("first_call_ms", "Client() then get_feature_flag()"),
+                         ("explicit_load_ms", "after load_feature_flags()")):
+            p, h = pr.get(key), hr.get(key)
+            met = None
+            if key == "first_call_ms":
+                met = None if p is None or target is None else p <= target
+            label = (f"first correct flag answer, 2,000 flags, {how}"
+                     + ("" if repeat is None else f", median of {repeat}"))
+            if p is None and pr.get("error"):
+                label += " (not measured)"
+            row(label, "ms", p, h, goal if key == "first_call_ms" else "(info)", met)
+    rx = runs.get("regex")
+    if rx is not None:
+        pr, hr = rx.get("productos") or {}, rx.get("posthog") or {}
+        h = _posthog_regex_cell(hr)
+        label = "worst feature_enabled() time over pathological regexes"
+        engines = pr.get("engines") or {}
+        if not engines:
+            row(label + " (not measured)", "ms", None, h, f"<= {REGEX_TARGET_MS:g} ms", None)
+        for engine, figures in engines.items():
+            how = ("Python re behind compile-time checks, no extra" if engine == "re"
+                   else f"{engine} extra installed" if engine == "re2" else engine)
+            p = figures["worst_median_ms"]
+            row(f"{label}, 25-10,000 chars, productos engine {engine} ({how})", "ms", p, h,
+                f"<= {REGEX_TARGET_MS:g} ms", p <= REGEX_TARGET_MS)
+
+
+def _posthog_regex_cell(hr: Dict[str, Any]) -> Any:
+    """posthog's worst regex time: a number, or "> N s" when some cases never finished."""
+    if hr.get("error") or not hr:
+        return None
+    if hr.get("timed_out"):
+        return (f"> {hr['timeout_s']:g} s ({hr['timed_out']} of {hr['cases']} cases "
+                "did not finish)")
+    return hr.get("worst_finished_ms")
 
 
 def _fmt(v: Any, unit: str) -> str:
     if v is None:
         return "-"
+    if isinstance(v, str):
+        return v
     if isinstance(v, bool):
         return str(v)
     if unit == "%":
         return f"{v:.2f} %"
     if unit == "s":
         return f"{v:.3f} s"
+    if unit == "ms":
+        return f"{v:.3f} ms" if v < 1 else f"{v:.1f} ms"
     if isinstance(v, float):
         return f"{v:.0f}"
     return f"{v:,}".replace(",", " ")
@@ -516,6 +1061,9 @@ def notes(runs: Dict[str, Any], args: argparse.Namespace) -> List[str]:
     """Facts worth printing under the table: drop reasons, duplicates, return values."""
     lines = []
     for scenario, by_sdk in runs.items():
+        if scenario in EXTRA_NOTES:
+            lines.extend(EXTRA_NOTES[scenario](by_sdk))
+            continue
         for sdk, r in by_sdk.items():
             dup = r["delivered_total"] - r["delivered_unique"]
             bits = [f"{scenario}/{sdk}: delivered {r['delivered_unique']} unique"]
@@ -540,6 +1088,79 @@ def notes(runs: Dict[str, Any], args: argparse.Namespace) -> List[str]:
     return lines
 
 
+def _loadavg() -> Optional[List[float]]:
+    """The 1, 5 and 15 min load averages (the machine is shared), where the OS tells."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _outage_notes(by_sdk: Dict[str, Any]) -> List[str]:
+    lines = []
+    for sdk, r in by_sdk.items():
+        bits = [f"spool_outage/{sdk}: burst of {r['burst']} took {r['capture_s']:.3f} s",
+                f"capture() refused {r['refused']}"]
+        if r["spool"]:
+            bits.append(f"{r['rows_on_disk']} rows on disk, counted "
+                        f"{r['counted_after_s']:.3f} s after the burst")
+        bits.append(f"in memory then: {r.get('in_memory', 'n/a')}")
+        st = r.get("stats")
+        if isinstance(st, dict):
+            bits.append(f"stats spooled {st.get('spooled')} dropped {st.get('dropped_total')}")
+        if not r["endpoint_refused"]:
+            bits.append("**the port was taken by something else meanwhile**")
+        lines.append("; ".join(bits))
+    return lines
+
+
+def _kill_notes(by_sdk: Dict[str, Any]) -> List[str]:
+    lines = []
+    for sdk, r in by_sdk.items():
+        for i, x in enumerate(r["repetitions"], 1):
+            bits = [f"spool_kill/{sdk} run {i}: killed {x['killed_after_s']:.2f} s into the "
+                    f"burst", f"admitted {x['admitted']}",
+                    f"{x['admitted_in_window']} in the last {x['window_s']:g} s",
+                    f"on disk {x['rows_on_disk']}", f"lost {x['lost']}",
+                    f"lost among older {x['lost_older']}"]
+            if x["on_disk_not_logged"]:
+                bits.append(f"{x['on_disk_not_logged']} on disk whose log line the kill beat")
+            if x["burst_finished_before_kill"]:
+                bits.append("the burst had finished before the kill")
+            if not x["endpoint_refused"]:
+                bits.append("**the port was taken by something else meanwhile**")
+            lines.append("; ".join(bits))
+    return lines
+
+
+def _external_notes(by_sdk: Dict[str, Any]) -> List[str]:
+    lines = []
+    for sdk, r in by_sdk.items():
+        if r.get("error"):
+            lines.append(f"{sdk}: {r['error']}")
+        elif r.get("engines"):
+            for engine, x in r["engines"].items():
+                lines.append(
+                    f"{sdk} engine {engine}: worst {x['worst_median_ms']:.3f} ms (median of "
+                    f"{r.get('repeat')}) on `{x['worst_pattern']}` x{x['worst_length']} "
+                    f"answered by {x['worst_path']}; slowest single call "
+                    f"{x['worst_single_call_ms']:.3f} ms; {x['answered_locally']} of "
+                    f"{x['cases']} cases answered locally, the rest left to the server")
+        else:
+            shown = {k: v for k, v in r.items() if v is not None and k != "version"}
+            lines.append(f"{sdk}: " + ", ".join(
+                f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in shown.items()))
+    return lines
+
+
+EXTRA_NOTES: Dict[str, Callable[[Dict[str, Any]], List[str]]] = {
+    "spool_outage": _outage_notes, "spool_kill": _kill_notes,
+    "cold_start": lambda by: ["cold_start/" + x for x in _external_notes(by)],
+    "regex": lambda by: ["regex/" + x for x in _external_notes(by)],
+}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdk", action="append", choices=("productos", "posthog"),
@@ -550,7 +1171,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="run only this scenario (repeatable); default all")
     parser.add_argument("--loop-repeat", type=int, default=3,
                         help="tight-loop runs per SDK; the median is reported (default 3)")
-    parser.add_argument("--quick", action="store_true", help="2k events, 20k loop")
+    parser.add_argument("--burst", type=int, default=BURST,
+                        help=f"events in the spool scenarios' burst (default {BURST})")
+    parser.add_argument("--burst-seconds", type=float, default=KILL_BURST_SECONDS,
+                        help="how long the kill scenario's paced burst lasts")
+    parser.add_argument("--kill-repeat", type=int, default=3,
+                        help="kill -9 runs per SDK, each at its own seeded moment (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2k events, 20k loop, 5k burst, one run each")
     parser.add_argument("--json", default=DEFAULT_JSON, help="where to write the results")
     parser.add_argument("--no-json", action="store_true", help="do not write the JSON file")
     # worker-side arguments
@@ -558,6 +1186,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--spool", help=argparse.SUPPRESS)
+    parser.add_argument("--admitted", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
@@ -567,17 +1197,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.quick:
         args.events, args.loop, args.loop_repeat = 2_000, 20_000, 1
+        args.burst, args.burst_seconds, args.kill_repeat = 5_000, 1.5, 1
     args.sdk = args.sdk or ["productos", "posthog"]
     args.scenario = args.scenario or list(SCENARIOS)
     started = time.time()
+    load: Dict[str, Any] = {"before": _loadavg()}
     runs = measure(args)
+    load["after"] = _loadavg()
     rows = build_rows(runs, args)
     print()
     print(table(rows))
     print()
     for line in notes(runs, args):
         print("- " + line)
-    versions = {sdk: r.get("version") for by in runs.values() for sdk, r in by.items()}
+    versions = {sdk: r["version"] for by in runs.values() for sdk, r in by.items()
+                if r.get("version")}
     if not args.no_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         doc = {
@@ -588,7 +1222,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "cpus": os.cpu_count()},
             "versions": versions,
             "settings": {"events": args.events, "loop": args.loop, "p503": 0.2,
-                         "fail_seed": FAIL_SEED, "slow_endpoint_s": 0.2},
+                         "fail_seed": FAIL_SEED, "slow_endpoint_s": 0.2,
+                         "burst": args.burst, "outage_wait_s": OUTAGE_WAIT,
+                         "kill_burst_seconds": args.burst_seconds,
+                         "kill_repeat": args.kill_repeat, "kill_seed": KILL_SEED,
+                         "kill_window": list(KILL_WINDOW)},
+            "load_average": load,
             "rows": rows,
             "runs": {sc: {sdk: {k: v for k, v in r.items() if k != "stderr_tail"}
                           for sdk, r in by.items()} for sc, by in runs.items()},

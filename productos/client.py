@@ -16,21 +16,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
-from productos import _lifecycle, errors, exceptions
-from productos.consumer import Consumer, Sender
-from productos.context import current_scope
-from productos.definitions import Snapshot, parse_definitions
-from productos.events import (
+from productos import errors
+from productos._capture import exception_events as exceptions
+from productos._capture.events import (
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
     EventBuilder,
     checked_hook_output,
     describe,
 )
-from productos.flag_service import FlagService, flags_for_event
-from productos.flags import EvaluationContext, FlagResult
-from productos.options import ENV_PERSONAL_API_KEY, Options, resolve_api_key, resolve_host
-from productos.poller import (
+from productos._delivery.stats import DropLog, Stats
+from productos._flags.definitions import Snapshot, parse_definitions
+from productos._flags.poller import (
     Poller,
     SnapshotHolder,
     SourceState,
@@ -38,13 +35,18 @@ from productos.poller import (
     load_definitions_file,
     payload_for,
 )
-from productos.ratelog import RateLimitedLog
-from productos.remote import DefinitionsRequester, RemoteFlags, RemoteFlagsRequester
-from productos.stats import DropLog, Stats
+from productos._flags.remote import DefinitionsRequester, RemoteFlags, RemoteFlagsRequester
+from productos._flags.service import FlagService, flags_for_event
+from productos._runtime import lifecycle as _lifecycle
+from productos._runtime.options import ENV_PERSONAL_API_KEY, Options, resolve_api_key, resolve_host
+from productos._runtime.ratelog import RateLimitedLog
+from productos.consumer import Consumer, Sender
+from productos.context import current_scope
+from productos.flags import EvaluationContext, FlagResult
 
 if TYPE_CHECKING:
-    from productos.spool import SpoolingSender
-from productos.transport import BatchOutcome, BatchSender, RetryPolicy, Transport, redact
+    from productos._delivery.spool import SpoolingSender
+from productos._delivery.transport import BatchOutcome, BatchSender, RetryPolicy, Transport, redact
 
 log = logging.getLogger("productos")
 
@@ -129,7 +131,9 @@ class Client:
                               cap=opts.retry_max_delay))
         self._spool: Optional[SpoolingSender] = None
         if opts.spool_path and not self.disabled and opts.send:
-            from productos.spool import SpoolingSender  # sqlite3 only for those who use it
+            from productos._delivery.spool import (
+                SpoolingSender,  # sqlite3 only for those who use it
+            )
 
             self._spool = SpoolingSender(
                 self._sender, opts.spool_path, max_bytes=opts.spool_max_bytes,

@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any, Callable, Deque, List, Optional, Protocol, Sequence
 
-from productos.events import MAX_BATCH_BYTES
-from productos.transport import BatchOutcome
+from productos._capture.events import MAX_BATCH_BYTES
+from productos._delivery.transport import BatchOutcome
 
 log = logging.getLogger("productos")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
 
-from productos.definitions import (
+from productos._flags.definitions import (
     EXACT_EQUALS,
     EXACT_IN,
     EXACT_TRUTHINESS,
@@ -401,7 +401,7 @@ def _match_regex(spec: RegexFilter, value: Any, ev: _Evaluation) -> Outcome:
             return _REGEX_VALUE
     if regex.uses_space_class and any(c in text for c in "\x1c\x1d\x1e\x1f"):
         return _REGEX_VALUE
-    # Patterns Python's re may backtrack on for long have a length limit (productos.regex_safety).
+    # Patterns Python's re may backtrack on for long have a length limit (_flags.regex_safety).
     searcher = regex.pattern if regex.python_limit is None else regex.engine_for(text)
     if isinstance(searcher, str):
         return _Undecided(_UNSUPPORTED, False, searcher)

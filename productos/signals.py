@@ -34,7 +34,7 @@ import time
 from types import FrameType
 from typing import Any, Callable, Optional, Union
 
-from productos import _lifecycle
+from productos._runtime import lifecycle as _lifecycle
 
 log = logging.getLogger("productos")
 

@@ -14,7 +14,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from productos import errors
-from productos.transport import BatchOutcome
+from productos._delivery.transport import BatchOutcome
 
 
 class RecordingSender:

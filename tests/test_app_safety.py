@@ -18,7 +18,7 @@ import pytest
 
 import productos
 from productos import errors
-from productos.ratelog import RateLimitedLog
+from productos._runtime.ratelog import RateLimitedLog
 
 try:
     from tests.server import FLAGS_PATHS, LoopbackServer

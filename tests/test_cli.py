@@ -111,7 +111,7 @@ def test_props_json_merges_under_props() -> None:
 
 
 def test_sample_definitions_are_all_understood() -> None:
-    from productos.definitions import parse_definitions
+    from productos._flags.definitions import parse_definitions
 
     snapshot = parse_definitions(SAMPLE_DEFINITIONS)
     assert not snapshot.problems

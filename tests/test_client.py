@@ -11,7 +11,7 @@ import pytest
 
 import productos
 from productos import errors
-from productos.events import MAX_EVENT_BYTES, SYSTEM_PROPERTIES
+from productos._capture.events import MAX_EVENT_BYTES, SYSTEM_PROPERTIES
 from productos.testing import RecordingSender
 from productos.version import VERSION
 
@@ -471,7 +471,7 @@ def test_module_level_flags_and_exceptions(monkeypatch, tmp_path):
     productos.shutdown()
     productos._default()  # created from the settings, then given offline definitions
     client = productos.default_client
-    from productos.poller import load_definitions_file
+    from productos._flags.poller import load_definitions_file
 
     data = Path(__file__).parent / "data" / "sample_definitions.json"
     client._definitions.swap(load_definitions_file(str(data)))

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 import productos
-from productos.poller import SourceState
+from productos._flags.poller import SourceState
 
 ITERATIONS = 20  # enough rounds for the load/poll race to show up on the unfixed code
 PERSON = {"plan": "pro", "email": "ada@example.com"}

@@ -9,9 +9,9 @@ from typing import Any, List, Optional, Sequence
 
 import pytest
 
+from productos._delivery.transport import BatchOutcome
 from productos.consumer import Consumer
 from productos.testing import RecordingSender
-from productos.transport import BatchOutcome
 
 
 class Ledger:

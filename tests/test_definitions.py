@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from productos.definitions import (
+from productos._flags.definitions import (
     CohortFilter,
     CompiledFlag,
     DateFilter,

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 import productos
-from productos.definitions import parse_definitions
+from productos._flags.definitions import parse_definitions
 from productos.devserver import DevServer, export_events, tail_events
 from productos.flags import EvaluationContext, evaluate_all
 

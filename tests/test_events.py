@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from productos.events import (
+from productos._capture.events import (
     MAX_DEPTH,
     EventBuilder,
     dumps,

@@ -14,8 +14,8 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 import productos
-from productos import exceptions
-from productos.exceptions import exception_properties
+from productos._capture import exception_events as exceptions
+from productos._capture.exception_events import exception_properties
 from productos.testing import RecordingSender
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,10 +8,10 @@ from typing import Any, List, Optional, Sequence
 
 import pytest
 
-from productos.definitions import Snapshot, parse_definitions
-from productos.flag_service import FlagService, called_event_properties, flags_for_event
+from productos._flags.definitions import Snapshot, parse_definitions
+from productos._flags.remote import RemoteFlags, parse_flags_response
+from productos._flags.service import FlagService, called_event_properties, flags_for_event
 from productos.flags import EvaluationContext, InconclusiveReason, ReasonCode
-from productos.remote import RemoteFlags, parse_flags_response
 
 DEFINITIONS = json.loads((Path(__file__).parent / "data" / "sample_definitions.json").read_text())
 
@@ -174,7 +174,7 @@ def test_called_event_for_a_remote_result_names_the_request(loaded):
 def test_internal_error_text_never_becomes_the_event_error():
     from dataclasses import replace
 
-    from productos.flag_service import called_event_error
+    from productos._flags.service import called_event_error
     from productos.flags import evaluate
 
     result = evaluate(parse_definitions(DEFINITIONS), "simple", ctx())

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from productos import flags as flags_module
-from productos.definitions import Snapshot, parse_definitions
+from productos._flags.definitions import Snapshot, parse_definitions
 from productos.flags import (
     EvaluationContext,
     FlagResult,

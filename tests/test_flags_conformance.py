@@ -14,7 +14,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import pytest
 
-from productos.definitions import Snapshot, parse_definitions
+from productos._flags.definitions import Snapshot, parse_definitions
 from productos.flags import (
     EvaluationContext,
     FlagResult,

@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from productos.definitions import Snapshot, parse_definitions
+from productos._flags.definitions import Snapshot, parse_definitions
 from productos.flags import (
     EvaluationContext,
     FlagResult,

@@ -13,21 +13,21 @@ import requests
 import responses
 
 from productos import errors
-from productos.definitions import Snapshot, parse_definitions
-from productos.poller import (
+from productos._delivery.transport import Transport
+from productos._flags.definitions import Snapshot, parse_definitions
+from productos._flags.poller import (
     Poller,
     SnapshotHolder,
     SourceState,
     load_definitions_file,
     payload_for,
 )
-from productos.remote import (
+from productos._flags.remote import (
     DefinitionsFetch,
     DefinitionsRequester,
     RemoteFlagsRequester,
     parse_flags_response,
 )
-from productos.transport import Transport
 
 HOST = "https://flags.example.test"
 DATA = Path(__file__).parent / "data" / "sample_definitions.json"

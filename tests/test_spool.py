@@ -17,7 +17,7 @@ try:
     from tests.support import balanced, wait_until
 except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
     from support import balanced, wait_until  # type: ignore
-from productos.spool import Spool, SpoolBusyError
+from productos._delivery.spool import Spool, SpoolBusyError
 
 try:
     from tests.server import Respond

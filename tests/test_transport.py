@@ -20,8 +20,8 @@ import responses
 
 import productos
 from productos import errors
-from productos.events import EventBuilder, dumps
-from productos.transport import (
+from productos._capture.events import EventBuilder, dumps
+from productos._delivery.transport import (
     DEFAULT_HOST,
     USER_AGENT,
     BatchSender,

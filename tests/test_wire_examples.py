@@ -30,7 +30,7 @@ import pytest
 import responses
 
 import productos
-from productos.events import SYSTEM_PROPERTIES
+from productos._capture.events import SYSTEM_PROPERTIES
 from productos.version import VERSION
 
 pytestmark = pytest.mark.timeout(10)
@@ -190,8 +190,8 @@ def test_groupidentify_without_a_distinct_id_uses_a_deterministic_owner():
 
 def test_flags_request():
     """The remote /flags request matches the example; ``$group_key`` is added (protocol §3)."""
-    from productos.remote import RemoteFlagsRequester
-    from productos.transport import Transport
+    from productos._delivery.transport import Transport
+    from productos._flags.remote import RemoteFlagsRequester
 
     example = EXAMPLES["flags_request"]
     body = example["body"]

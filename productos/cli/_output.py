@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 def redact(text: str) -> str:
     """Remove anything shaped like a key from text."""
-    from productos.transport import redact as redact_keys
+    from productos._delivery.transport import redact as redact_keys
 
     return redact_keys(text)
 

@@ -35,7 +35,7 @@ def option_value(args: argparse.Namespace, name: str) -> Any:
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
     """Resolve host, keys and timeout from the options and the environment."""
-    from productos.transport import normalize_host
+    from productos._delivery.transport import normalize_host
 
     host = option_value(args, "host") or os.environ.get(ENV_HOST) or None
     host = normalize_host(host)

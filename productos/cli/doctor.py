@@ -18,8 +18,8 @@ from productos.cli._settings import (
 )
 
 if TYPE_CHECKING:
-    from productos.definitions import Snapshot
-    from productos.transport import Response
+    from productos._delivery.transport import Response
+    from productos._flags.definitions import Snapshot
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Check:
 
 
 def _server_date(response: Response) -> Optional[float]:
-    from productos.transport import parse_http_date
+    from productos._delivery.transport import parse_http_date
 
     return parse_http_date(response.headers.get("Date"))
 
@@ -41,9 +41,9 @@ def _server_date(response: Response) -> Optional[float]:
 def run_doctor(settings: Settings) -> List[Check]:
     """Run every check against the configured host; never raises for network trouble."""
     from productos import errors
-    from productos.definitions import parse_definitions
-    from productos.remote import DefinitionsRequester, flags_request_body
-    from productos.transport import FLAGS_PATH, Transport
+    from productos._delivery.transport import FLAGS_PATH, Transport
+    from productos._flags.definitions import parse_definitions
+    from productos._flags.remote import DefinitionsRequester, flags_request_body
 
     checks: List[Check] = []
     skews: List[float] = []

@@ -31,14 +31,14 @@ from productos.cli._settings import (
 )
 
 if TYPE_CHECKING:
-    from productos.definitions import CompiledFlag, FilterSpec, Snapshot
+    from productos._flags.definitions import CompiledFlag, FilterSpec, Snapshot
     from productos.flags import FlagResult
 
 
 def fetch_definitions(settings: Settings) -> Tuple[Mapping[str, Any], float]:
     """Fetch the raw definitions with the personal key; return them and the request time (s)."""
-    from productos.remote import DefinitionsRequester
-    from productos.transport import Transport
+    from productos._delivery.transport import Transport
+    from productos._flags.remote import DefinitionsRequester
 
     need_api_key(settings, "loading flag definitions")
     if not settings.personal_api_key:
@@ -67,11 +67,11 @@ def fetch_definitions(settings: Settings) -> Tuple[Mapping[str, Any], float]:
 
 def load_snapshot(args: argparse.Namespace) -> Tuple[Snapshot, str]:
     """Load definitions from --file or from the server; return the snapshot and its source."""
-    from productos.definitions import parse_definitions
+    from productos._flags.definitions import parse_definitions
 
     path = option_value(args, "file")
     if path:
-        from productos.poller import load_definitions_file
+        from productos._flags.poller import load_definitions_file
 
         try:
             return load_definitions_file(path), path
@@ -219,8 +219,8 @@ def _evaluate_from_file(args: argparse.Namespace, person: Dict[str, Any], groups
 def _evaluate_with_client(args: argparse.Namespace, person: Dict[str, Any],
                           groups: Dict[str, str], group_props: Dict[str, Dict[str, Any]]
                           ) -> Tuple[Optional[FlagResult], Optional[str]]:
+    from productos._flags.poller import SourceState
     from productos.client import Client
-    from productos.poller import SourceState
 
     settings = resolve_settings(args)
     need_api_key(settings, "evaluating flags")

@@ -20,13 +20,13 @@ from productos.cli._properties import collect_properties, parse_groups
 from productos.cli._settings import Settings, need_api_key, resolve_settings
 
 if TYPE_CHECKING:
+    from productos._delivery.transport import Response, Transport
     from productos.client import Client
-    from productos.transport import Response, Transport
 
 
 def _recording_transport(host: str, timeout: float) -> Transport:
     """A Transport that remembers the last answer, so the CLI can show the server's reply."""
-    from productos.transport import Transport
+    from productos._delivery.transport import Transport
 
     class RecordingTransport(Transport):
         last: Optional[Response] = None
@@ -66,8 +66,8 @@ def send_one(settings: Settings, event: str, distinct_id: Optional[str], retries
              ) -> Delivery:
     """Send one event synchronously through a real Client and report what the server said."""
     from productos import errors
+    from productos._delivery.transport import BatchSender, RetryPolicy
     from productos.client import Client
-    from productos.transport import BatchSender, RetryPolicy
 
     need_api_key(settings, "sending events")
     transport = _recording_transport(settings.host, settings.timeout)

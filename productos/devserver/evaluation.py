@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from productos.definitions import Snapshot, parse_definitions
+from productos._flags.definitions import Snapshot, parse_definitions
 from productos.flags import EvaluationContext, FlagResult, ReasonCode, evaluate, evaluate_all
 
 __all__ = [

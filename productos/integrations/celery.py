@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from productos import _lifecycle
+from productos._runtime import lifecycle as _lifecycle
 
 try:
     from celery import signals as celery_signals

@@ -209,7 +209,7 @@ def test_common_module_imports_no_framework() -> None:
     out = _run("""
         import sys
         import productos.integrations._common
-        import productos.exceptions
+        import productos._capture.exception_events
         print(",".join(m for m in ("django", "flask", "rest_framework") if m in sys.modules))
     """)
     assert out.returncode == 0, out.stderr

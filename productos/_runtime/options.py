@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from productos._delivery.transport import normalize_host
 from productos.errors import ConfigurationError
-from productos.transport import normalize_host
 
 ENV_API_KEY = "PRODUCTOS_API_KEY"
 ENV_HOST = "PRODUCTOS_HOST"

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from productos import errors
-from productos.ratelog import RateLimitedLog
-from productos.transport import (
+from productos._delivery.transport import (
     DEFINITIONS_PATH,
     FLAGS_PATH,
     LEGACY_DEFINITIONS_PATH,
@@ -23,6 +22,7 @@ from productos.transport import (
     Transport,
     error_for,
 )
+from productos._runtime.ratelog import RateLimitedLog
 
 log = logging.getLogger("productos")
 

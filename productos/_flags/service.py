@@ -14,9 +14,9 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 from productos import flags
-from productos.definitions import Snapshot
+from productos._flags.definitions import Snapshot
+from productos._flags.remote import RemoteFlags, decode_payload
 from productos.flags import EvaluationContext, FlagResult, InconclusiveReason, Reason, ReasonCode
-from productos.remote import RemoteFlags, decode_payload
 
 log = logging.getLogger("productos")
 

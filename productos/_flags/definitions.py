@@ -37,7 +37,7 @@ from typing import (
     cast,
 )
 
-from productos.regex_safety import Searcher, analyse_pattern, compile_linear, linear_engine
+from productos._flags.regex_safety import Searcher, analyse_pattern, compile_linear, linear_engine
 
 __all__ = [
     "DEPENDENCY_OPERATOR",
@@ -440,7 +440,7 @@ class RegexSpec:
 
     ``pattern`` (Python's re) serves values up to ``python_limit`` characters (None: any);
     longer ones go to ``linear`` (re2, when installed) up to ``linear_limit``, and past both the
-    filter is inconclusive (see :mod:`productos.regex_safety`).
+    filter is inconclusive (see :mod:`productos._flags.regex_safety`).
     """
 
     pattern: re.Pattern[str]
@@ -512,7 +512,7 @@ def _scan_regex(source: str) -> Tuple[str, bool, bool, bool, bool]:
                 end_anchor = True
             if ch in "*+?{|":
                 repeats = True
-            # Nested repetitions are judged by productos.regex_safety (backtracking cost) and by
+            # Nested repetitions are judged by _flags.regex_safety (backtracking cost) and by
             # its estimate of the server's compiled size, not refused here.
 
         if ch == "\\":
@@ -594,7 +594,7 @@ def _compile_regex(source: str, engine: Any = _CURRENT_ENGINE) -> Union[RegexSpe
     """The compiled pattern, ``_INVALID``, or why only the server may evaluate it.
 
     ``engine`` is the re2 module to compile with (None: Python's re only); by default the one
-    :func:`productos.regex_safety.set_regex_engine` selects.
+    :func:`productos._flags.regex_safety.set_regex_engine` selects.
     """
     try:
         python_source, word, space, end_anchor, repeats = _scan_regex(source)

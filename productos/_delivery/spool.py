@@ -33,8 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from productos._delivery.transport import BatchOutcome
 from productos.consumer import Sender
-from productos.transport import BatchOutcome
 
 try:
     import fcntl

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
+from productos._flags.remote import DefinitionsFetch, definitions_body_problem
 from productos.errors import ConfigurationError
-from productos.remote import DefinitionsFetch, definitions_body_problem
 
 log = logging.getLogger("productos")
 
@@ -221,7 +221,7 @@ def load_definitions_file(path: str) -> Any:
     A file that is missing or not JSON is a configuration mistake: it raises
     ``ConfigurationError`` (a ``ValueError``) at once rather than serving no flags quietly.
     """
-    from productos.definitions import parse_definitions
+    from productos._flags.definitions import parse_definitions
 
     try:
         with open(path, encoding="utf-8") as handle:

@@ -1,0 +1,1 @@
+"""Private: building events from calls (validation, ids, JSON) and $exception events."""

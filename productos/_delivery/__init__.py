@@ -1,0 +1,1 @@
+"""Private: getting batches to the server (HTTP, the batch sender, the spool, the counters)."""

@@ -1,0 +1,1 @@
+"""Private: process-wide plumbing (options, exit and fork hooks, rate-limited logging)."""
