@@ -324,7 +324,7 @@ class Consumer:
                 except RuntimeError:  # no new threads at interpreter shutdown: go on alone
                     break
                 helpers.append(thread)
-        self._send_loop(budget, deadline)
+        self._send_loop(budget, deadline, steady=not fan_out)
         for thread in helpers:
             thread.join()
 
@@ -332,10 +332,16 @@ class Consumer:
         _local.consumer = self
         self._send_loop(budget, deadline)
 
-    def _send_loop(self, budget: List[int], deadline: Optional[float]) -> None:
+    def _send_loop(self, budget: List[int], deadline: Optional[float],
+                   steady: bool = False) -> None:
         while True:
             if deadline is not None and time.monotonic() >= deadline and not self._local_store:
                 self._give_up_rest("shutdown_timeout")
+                return
+            if steady and (self._stopping or self._flush_requested != self._flush_done):
+                # Someone now waits for the drain: end this one-at-a-time round so the
+                # next one can spread the backlog over several requests.
+                self._wake.set()
                 return
             batch = self._take_batch(budget)
             if not batch:
