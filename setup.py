@@ -27,6 +27,10 @@ TEST_REQUIRES = [
     "uvicorn>=0.29",
     "hypercorn>=0.16",
     "daphne>=4.0",
+    # The static checks .ci/run makes: types, and the import contract in pyproject.toml.
+    "mypy>=1.8",
+    "types-python-dateutil",
+    "import-linter>=2.5",  # the "protected" contract type
 ]
 
 setup(
@@ -46,7 +50,7 @@ setup(
     ],
     extras_require={
         "test": TEST_REQUIRES,
-        "dev": [*TEST_REQUIRES, "mypy>=1.8"],
+        "dev": TEST_REQUIRES,
         "django": ["django>=4.2"],
         "flask": ["flask>=2.2"],
         "redis": ["redis>=4.5"],

@@ -155,7 +155,7 @@ def work_baseline(args: argparse.Namespace) -> Dict[str, Any]:
     """Time one plain GET of the definitions, json.loads, and productos' compilation."""
     import requests
 
-    from productos._flags.definitions import parse_definitions
+    from productos.flags import parse_definitions
 
     started = time.perf_counter()
     response = requests.get(f"{args.host}/flags/definitions",

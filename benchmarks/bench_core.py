@@ -542,18 +542,19 @@ def collect(args: argparse.Namespace, sdks: List[str], port: int) -> Dict[str, D
     """
     results: Dict[str, Dict[str, Any]] = {name: {"raw": {}} for name in sdks}
 
-    print(f"import time: {args.import_runs} fresh interpreters per SDK", file=sys.stderr)
-    for name, raw in measure_imports(sdks, args.import_runs).items():
-        results[name]["raw"]["import"] = raw
-        if "import_ms" in raw:
-            results[name]["import_ms"] = raw["import_ms"]
+    if "import" in args.only:
+        print(f"import time: {args.import_runs} fresh interpreters per SDK", file=sys.stderr)
+        for name, raw in measure_imports(sdks, args.import_runs).items():
+            results[name]["raw"]["import"] = raw
+            if "import_ms" in raw:
+                results[name]["import_ms"] = raw["import_ms"]
 
     plan = (
         ("capture", "capture_mean_us", f"{args.captures} calls after {args.warmup} warm-up"),
         ("throughput", "events_per_s", f"{args.events} events"),
         ("rss", "rss_mib", f"{args.rss_events} events"),
     )
-    for kind, key, what in plan:
+    for kind, key, what in (step for step in plan if step[0] in args.only):
         runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in sdks}
         for round_no in range(args.repeat):
             for name in sdks:
@@ -668,11 +669,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="print cProfile of productos' capture and delivery paths, then stop")
     parser.add_argument("--profile-lines", type=int, default=25)
+    parser.add_argument("--only", default="import,capture,throughput,rss",
+                        help="comma-separated measurements to run (default: all four)")
     parser.add_argument("--max-seconds", type=float, default=1800.0,
                         help="the sink's own lifetime limit")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.only = {kind.strip() for kind in args.only.split(",") if kind.strip()}
     if args.quick:
         args.captures, args.warmup, args.repeat = 5_000, 500, 1
         args.events, args.rss_events, args.import_runs = 20_000, 20_000, 3

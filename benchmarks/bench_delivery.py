@@ -34,7 +34,12 @@ For each SDK (posthog only when it is installed), with default settings except t
 7. ``cold_start``: runs benchmarks/bench_cold_start.py (first correct flag answer with
    2,000 flags, against one plain fetch plus parse) and takes its medians;
 8. ``regex``: runs benchmarks/bench_regex.py (worst ``feature_enabled()`` time over
-   pathological regexes) when it is there; otherwise the row says "not measured".
+   pathological regexes) when it is there; otherwise the row says "not measured";
+9. ``burst``: delivered events per second for a 20,000-event burst with no drops: a tight
+   capture loop, then flush, timed from the first capture until the sink holds every
+   admitted event. It runs against benchmarks/sink.py (the sink bench_core.py uses: it
+   counts events and answers at once) rather than the test server, the SDKs alternating,
+   BURST_REPEAT runs each; the median run is reported.
 
 The server is the project's loopback test server (tests/server.py, 127.0.0.1 only), run
 in this process; every SDK run is a fresh subprocess given the server's URL. Each event
@@ -90,6 +95,10 @@ KILL_WAIT = 60.0  # a kill worker that was not killed exits after this
 DEFAULT_FLUSH_INTERVAL = 0.5  # productos' default, the kill target's window
 EXTERNAL_TIMEOUT = 900.0  # seconds for bench_cold_start.py / bench_regex.py
 REGEX_TARGET_MS = 1.0  # worst feature_enabled() time over pathological regexes
+BURST_EVENTS = 20_000  # the throughput burst
+BURST_REPEAT = 5  # runs per SDK of the burst; the median is reported
+BURST_TARGET = 10.0  # productos' delivered events/s, as a multiple of posthog's
+SINK = os.path.join(HERE, "sink.py")
 
 
 def make_properties(run: str, i: int) -> Dict[str, Any]:
@@ -106,7 +115,7 @@ class Sdk:
     """A thin, uniform face over one SDK's client."""
 
     def __init__(self, name: str, host: str, variant: str = "",
-                 spool_path: Optional[str] = None) -> None:
+                 spool_path: Optional[str] = None, api_key: str = API_KEY) -> None:
         self.name = name
         self.log = quiet_logger(name)
         if name == "productos":
@@ -118,7 +127,7 @@ class Sdk:
                 kwargs["on_full"] = "block"
             if spool_path:
                 kwargs["spool_path"] = spool_path
-            self.client: Any = productos.Client(API_KEY, host=host, **kwargs)
+            self.client: Any = productos.Client(api_key, host=host, **kwargs)
             self.capture: Callable[..., Any] = self.client.capture
         elif name == "posthog":
             import inspect
@@ -128,7 +137,7 @@ class Sdk:
 
             self.version = getattr(posthog, "VERSION", "?")
             # No personal_api_key: no flag-definition polling; nothing but /batch/.
-            self.client = Posthog(API_KEY, host=host)
+            self.client = Posthog(api_key, host=host)
             params = list(inspect.signature(self.client.capture).parameters)
             if params and params[0] == "distinct_id":  # posthog < 6: capture(distinct_id, event)
                 legacy = self.client.capture
@@ -292,11 +301,50 @@ def work_spool_kill(args: argparse.Namespace) -> None:
     os._exit(0)
 
 
+def _sink_events(url: str, api_key: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/_sink/stats", timeout=5) as response:
+        return int(json.loads(response.read())["events"].get(api_key, 0))
+
+
+def work_burst(args: argparse.Namespace) -> None:
+    """A tight burst to the sink, then flush; events/s until the sink holds them all."""
+    key = f"phc_burst_{args.sdk}_{os.getpid()}"
+    sdk = Sdk(args.sdk, args.url, api_key=key)
+    t0 = time.perf_counter()
+    refused, capture_s = _capture_n(sdk, args.run, args.burst_events)
+    flush_started = time.perf_counter()
+    sdk.flush(120.0)
+    flushed = time.perf_counter()
+    admitted = args.burst_events - refused
+    # Poll the sink until it holds every admitted event, or nothing arrives for 3 s.
+    delivered, last, last_change, done = 0, -1, flushed, None
+    while time.perf_counter() - flushed < 30.0:
+        delivered = _sink_events(args.url, key)
+        now = time.perf_counter()
+        if delivered >= admitted:
+            done = now
+            break
+        if delivered != last:
+            last, last_change = delivered, now
+        elif now - last_change > 3.0:
+            break
+        time.sleep(0.005)
+    elapsed = (done if done is not None else flushed) - t0
+    _emit({"events": args.burst_events, "refused": refused, "delivered": delivered,
+           "all_delivered": done is not None and delivered == args.burst_events,
+           "capture_s": capture_s, "flush_s": flushed - flush_started, "elapsed_s": elapsed,
+           "events_per_s": delivered / elapsed if elapsed > 0 else 0.0,
+           "stats": sdk.stats(), "log_records": sdk.log.count, "version": sdk.version})
+    os._exit(0)  # measured; skip the SDKs' exit drains
+
+
 WORKERS = {"flush": work_flush, "shutdown": work_shutdown, "exit": work_exit,
            "loop": work_loop, "spool_outage": work_spool_outage,
-           "spool_kill": work_spool_kill}
+           "spool_kill": work_spool_kill, "burst": work_burst}
 SCENARIOS = ("flush", "shutdown", "exit", "loop", "spool_outage", "spool_kill", "cold_start",
-             "regex")
+             "regex", "burst")
 
 
 # --------------------------------------------------------------------------------------
@@ -806,6 +854,47 @@ def _regex_summary(doc: Dict[str, Any], sdk: str) -> Dict[str, Any]:
                      f"(keys {sorted(doc)[:12]}): not measured"}
 
 
+def measure_burst(sdks: List[str], args: argparse.Namespace) -> Dict[str, Any]:
+    """The 20k burst against the sink, the SDKs alternating; the median run of each."""
+    sink = subprocess.Popen([sys.executable, SINK, "--port", "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    runs: Dict[str, List[Dict[str, Any]]] = {sdk: [] for sdk in sdks}
+    try:
+        assert sink.stdout is not None
+        url = f"http://127.0.0.1:{int(sink.stdout.readline().split()[1])}"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        for rep in range(args.burst_repeat):
+            for sdk in sdks:
+                print(f"[{sdk}] {args.burst_events}-event burst to the sink, run "
+                      f"{rep + 1}/{args.burst_repeat} ...", flush=True)
+                cmd = [sys.executable, os.path.abspath(__file__), "--worker", "burst",
+                       "--sdk", sdk, "--url", url, "--run", _uuid.uuid4().hex[:12],
+                       "--burst-events", str(args.burst_events)]
+                proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                      timeout=WORKER_TIMEOUT, check=False)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+                if not lines:
+                    raise SystemExit(f"burst/{sdk}: worker failed (rc={proc.returncode})\n"
+                                     f"{proc.stdout}\n{proc.stderr}")
+                runs[sdk].append(json.loads(lines[-1][len(RESULT_PREFIX):]))
+    finally:
+        if sink.stdin is not None:
+            sink.stdin.close()  # the sink stops at end of input
+        sink.wait(10)
+    out: Dict[str, Any] = {}
+    for sdk, results in runs.items():
+        ordered = sorted(results, key=lambda r: r["events_per_s"])
+        median = dict(ordered[(len(ordered) - 1) // 2])
+        median["repetitions"] = [
+            {k: r[k] for k in ("events_per_s", "capture_s", "flush_s", "delivered",
+                               "all_delivered")} for r in results]
+        # Runs that flush-and-poll counted in full; a run with drops does not meet the target.
+        median["all_runs_delivered"] = all(r["all_delivered"] for r in results)
+        out[sdk] = median
+    return out
+
+
 def measure(args: argparse.Namespace) -> Dict[str, Any]:
     sdks = [s for s in args.sdk if s != "posthog" or _posthog_available()]
     if "posthog" in args.sdk and "posthog" not in sdks:
@@ -820,7 +909,8 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
             ("loop", f"{args.loop} captures in a tight loop", {}),
         ]
         others = {"spool_outage": measure_spool_outage, "spool_kill": measure_spool_kill,
-                  "cold_start": measure_cold_start, "regex": measure_regex}
+                  "cold_start": measure_cold_start, "regex": measure_regex,
+                  "burst": measure_burst}
         plan += [(name, name, {}) for name in others]
         for scenario, label, setup in plan:
             if scenario not in args.scenario:
@@ -941,6 +1031,7 @@ def build_rows(runs: Dict[str, Any], args: argparse.Namespace) -> List[Dict[str,
     row(f"{loop} tight-loop capture time, defaults (info)", "s", p, h, "", None)
     _spool_rows(runs, args, row)
     _external_rows(runs, row)
+    _burst_rows(runs, args, row)
     return rows
 
 
@@ -1018,6 +1109,21 @@ def _external_rows(runs: Dict[str, Any], row: Row) -> None:
                 f"<= {REGEX_TARGET_MS:g} ms", p <= REGEX_TARGET_MS)
 
 
+def _burst_rows(runs: Dict[str, Any], args: argparse.Namespace, row: Row) -> None:
+    """9. delivered events/s for a burst, with no drops."""
+    burst = runs.get("burst")
+    if burst is None:
+        return
+    pr, hr = burst.get("productos"), burst.get("posthog")
+    p = None if pr is None else pr["events_per_s"]
+    h = None if hr is None else hr["events_per_s"]
+    met = None
+    if pr is not None:
+        met = pr["all_runs_delivered"] and (h is None or p >= BURST_TARGET * h)
+    row(f"delivered events/s, {args.burst_events}-event burst to a sink, no drops, median of "
+        f"{args.burst_repeat}", "events/s", p, h, f">= {BURST_TARGET:g}x, none dropped", met)
+
+
 def _posthog_regex_cell(hr: Dict[str, Any]) -> Any:
     """posthog's worst regex time: a number, or "> N s" when some cases never finished."""
     if hr.get("error") or not hr:
@@ -1041,6 +1147,8 @@ def _fmt(v: Any, unit: str) -> str:
         return f"{v:.3f} s"
     if unit == "ms":
         return f"{v:.3f} ms" if v < 1 else f"{v:.1f} ms"
+    if unit == "events/s":
+        return f"{v:,.0f}".replace(",", " ")
     if isinstance(v, float):
         return f"{v:.0f}"
     return f"{v:,}".replace(",", " ")
@@ -1154,10 +1262,22 @@ def _external_notes(by_sdk: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _burst_notes(by_sdk: Dict[str, Any]) -> List[str]:
+    lines = []
+    for sdk, r in by_sdk.items():
+        per_run = ", ".join(f"{x['events_per_s']:,.0f}" for x in r["repetitions"])
+        lines.append(f"burst/{sdk}: events/s per run {per_run}; the median run: capture loop "
+                     f"{r['capture_s'] * 1000:.0f} ms, flush {r['flush_s'] * 1000:.0f} ms, "
+                     f"delivered {r['delivered']} of {r['events']}"
+                     + ("" if r["all_runs_delivered"] else "; **some run lost events**"))
+    return lines
+
+
 EXTRA_NOTES: Dict[str, Callable[[Dict[str, Any]], List[str]]] = {
     "spool_outage": _outage_notes, "spool_kill": _kill_notes,
     "cold_start": lambda by: ["cold_start/" + x for x in _external_notes(by)],
     "regex": lambda by: ["regex/" + x for x in _external_notes(by)],
+    "burst": _burst_notes,
 }
 
 
@@ -1177,6 +1297,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="how long the kill scenario's paced burst lasts")
     parser.add_argument("--kill-repeat", type=int, default=3,
                         help="kill -9 runs per SDK, each at its own seeded moment (default 3)")
+    parser.add_argument("--burst-events", type=int, default=BURST_EVENTS,
+                        help=f"events in the throughput burst (default {BURST_EVENTS})")
+    parser.add_argument("--burst-repeat", type=int, default=BURST_REPEAT,
+                        help=f"throughput burst runs per SDK (default {BURST_REPEAT})")
     parser.add_argument("--quick", action="store_true",
                         help="2k events, 20k loop, 5k burst, one run each")
     parser.add_argument("--json", default=DEFAULT_JSON, help="where to write the results")
@@ -1198,6 +1322,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.events, args.loop, args.loop_repeat = 2_000, 20_000, 1
         args.burst, args.burst_seconds, args.kill_repeat = 5_000, 1.5, 1
+        args.burst_repeat = 3
     args.sdk = args.sdk or ["productos", "posthog"]
     args.scenario = args.scenario or list(SCENARIOS)
     started = time.time()
@@ -1226,7 +1351,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "burst": args.burst, "outage_wait_s": OUTAGE_WAIT,
                          "kill_burst_seconds": args.burst_seconds,
                          "kill_repeat": args.kill_repeat, "kill_seed": KILL_SEED,
-                         "kill_window": list(KILL_WINDOW)},
+                         "kill_window": list(KILL_WINDOW),
+                         "burst_events": args.burst_events,
+                         "burst_repeat": args.burst_repeat},
             "load_average": load,
             "rows": rows,
             "runs": {sc: {sdk: {k: v for k, v in r.items() if k != "stderr_tail"}

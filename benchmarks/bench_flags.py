@@ -17,7 +17,9 @@ each measurement runs in a fresh worker subprocess, the SDKs alternating. It mea
    event; the events are delivered to the loopback server and counted there;
 3. ``get_all_flags`` over the 20 flags: users/s and p50/p99 µs per user;
 4. a digest: sha256 of the sorted (flag, distinct_id, value) list of pass 1, which must be
-   identical for both SDKs (and to the digest of their ``get_all_flags`` answers).
+   identical for both SDKs (and to the digest of their ``get_all_flags`` answers);
+5. how costs grow (benchmarks/flag_scale.py; ``--no-scale`` skips it): a 10,000-value list,
+   fetch + parse of 2,000 flags, ``get_all_flags`` over them, and the memory they take.
 
 Every call passes ``only_evaluate_locally=True``; no definition needs the server. The table
 is printed as markdown and everything is written to benchmarks/results/flags.json. On a
@@ -42,6 +44,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import flag_scale
 from _logs import quiet_logger
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -518,6 +521,82 @@ def _diffs(a: Dict[str, str], b: Dict[str, str], limit: int) -> List[Dict[str, A
     return out
 
 
+def _subprocess_json(cmd: List[str]) -> Dict[str, Any]:
+    """Run this script as a worker with ``cmd`` arguments; return the JSON it wrote."""
+    with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as tmp:
+        path = tmp.name
+    try:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *cmd, "--out", path],
+                              cwd=ROOT, capture_output=True, text=True,
+                              timeout=WORKER_TIMEOUT, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"worker {cmd[:2]} failed ({proc.returncode}):\n"
+                             f"{proc.stderr[-3000:]}")
+        with open(path, encoding="utf-8") as fh:
+            result: Dict[str, Any] = json.load(fh)
+    finally:
+        os.unlink(path)
+    return result
+
+
+def _definitions_server(definitions: Dict[str, Any]) -> Any:
+    server = _start_server()
+    server.set_definitions(definitions)
+    # The test server encodes its definitions again for every request (15 ms for the 2,000
+    # flags); a real one sends bytes it has stored, so the fetch is timed against those.
+    payload = server._definitions_payload()
+    server._definitions_payload = lambda: payload
+    return server
+
+
+def run_scale(sdks: List[str], args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    """The scale cases for each SDK: medians of fresh-process loads, and one scale worker."""
+    list_server = _definitions_server(flag_scale.make_big_list_definitions())
+    scale_server = _definitions_server(flag_scale.make_scale_definitions())
+    out: Dict[str, Dict[str, Any]] = {s: {"loads": []} for s in sdks}
+    try:
+        common = ["--api-key", "phc_bench_scale", "--personal-api-key",
+                  scale_server.personal_api_key]
+        for rep in range(args.load_repeat):
+            for sdk in sdks:
+                print(f"scale load {rep + 1}/{args.load_repeat}: {sdk} ...", flush=True)
+                out[sdk]["loads"].append(_subprocess_json(
+                    ["--worker-load", sdk, "--host", scale_server.url, *common]))
+        for sdk in sdks:
+            print(f"scale: {sdk} ...", flush=True)
+            out[sdk].update(_subprocess_json(
+                ["--worker-scale", sdk, "--host", scale_server.url, "--list-host",
+                 list_server.url, "--scale-users", str(args.scale_users), "--list-users",
+                 str(args.list_users), *common]))
+            out[sdk]["load_ms"] = statistics.median(r["load_ms"] for r in out[sdk]["loads"])
+    finally:
+        list_server.stop()
+        scale_server.stop()
+    return out
+
+
+def _scale_lines(scale: Dict[str, Dict[str, Any]], sdks: List[str]) -> List[str]:
+    lines = []
+    both = len(sdks) == 2
+    for key, label, unit, target in flag_scale.SCALE_ROWS:
+        p = scale["productos"][key]
+        q = scale["posthog"][key] if both else None
+        ratio = p / q if q else None
+        met = None if target is None or ratio is None else ratio <= target
+        tgt = "—" if target is None else f"≤ {target:g}{TIMES}"
+        shown = "—" if ratio is None else (f"{ratio:.4f}{TIMES}" if ratio < 0.01
+                                          else f"{ratio:.2f}{TIMES}")
+        lines.append(f"| {label} ({unit}) | {_fmt(p)} | {_fmt(q)} | {shown} | {tgt} | "
+                     f"{'—' if met is None else ('yes' if met else '**no**')} |")
+    if both:
+        same = scale["productos"]["digest"] == scale["posthog"]["digest"]
+        lines.append(f"| digest of the scale answers | `{scale['productos']['digest'][:12]}` "
+                     f"| `{scale['posthog']['digest'][:12]}` "
+                     f"| {'identical' if same else '**differ**'} | identical "
+                     f"| {'yes' if same else '**no**'} |")
+    return lines
+
+
 def orchestrate(args: argparse.Namespace) -> int:
     sdks = [s for s in SDKS if args.sdk in (None, s)]
     if "posthog" in sdks and importlib.util.find_spec("posthog") is None:
@@ -571,6 +650,10 @@ def orchestrate(args: argparse.Namespace) -> int:
                  f"| {'`' + digests['posthog'][:12] + '`' if both else '—'} "
                  f"| {'identical' if match else ('—' if not both else '**differ**')} "
                  f"| identical | {'—' if not both else ('yes' if match else '**no**')} |")
+    scale: Dict[str, Dict[str, Any]] = {}
+    if args.scale:
+        scale = run_scale(sdks, args)
+        lines += _scale_lines(scale, sdks)
     table = "\n".join(lines)
 
     print()
@@ -623,6 +706,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                    "stable_across_runs": stable, "get_all_flags_consistent": all_ok,
                    "first_differences": diffs},
         "table_markdown": table,
+        "scale": scale,
         "runs": runs,
     }
     out = args.json
@@ -631,7 +715,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         json.dump(doc, fh, indent=2, sort_keys=False)
         fh.write("\n")
     print(f"\nwrote {os.path.relpath(out, ROOT)}")
-    return 0 if (not both or match) else 1
+    scale_match = not scale or not both or \
+        scale["productos"]["digest"] == scale["posthog"]["digest"]
+    return 0 if (not both or (match and scale_match)) else 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -648,6 +734,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", default=DEFAULT_JSON, help="where to write the results")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile productos' flag paths and print the hot spots")
+    parser.add_argument("--no-scale", dest="scale", action="store_false",
+                        help="skip the scale cases (long list, 2,000 flags)")
+    parser.add_argument("--load-repeat", type=int, default=5,
+                        help="fresh-process loads of the 2,000 flags per SDK (median)")
+    parser.add_argument("--scale-users", type=int, default=40,
+                        help="users for get_all_flags over the 2,000 flags")
+    parser.add_argument("--list-users", type=int, default=100,
+                        help="users for the 10,000-value lists (x 2 flags)")
     # worker-only
     parser.add_argument("--worker", choices=SDKS, help=argparse.SUPPRESS)
     parser.add_argument("--host", help=argparse.SUPPRESS)
@@ -655,10 +749,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--personal-api-key", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--with-values", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-load", choices=SDKS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-scale", choices=SDKS, help=argparse.SUPPRESS)
+    parser.add_argument("--list-host", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat, args.users, args.event_users, args.warmup_users = 1, 200, 200, 20
+        args.load_repeat, args.scale_users, args.list_users = 1, 5, 10
     args.repeat = max(1, min(args.repeat, 20))
+    if args.worker_load or args.worker_scale:
+        if args.worker_load:
+            result = flag_scale.work_load(args.worker_load, args.host, args.api_key,
+                                          args.personal_api_key)
+        else:
+            quiet_logger(args.worker_scale)
+            values: Dict[str, str] = {}
+            result = flag_scale.work_scale(
+                args.worker_scale, args.list_host, args.host, args.api_key,
+                args.personal_api_key, args.list_users, args.scale_users, values, _enc)
+            result["digest"] = digest_of(values)
+            result["answers"] = len(values)
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(result, fh)
+        return 0
     if args.worker:
         args.sdk = args.worker
         result = work(args)

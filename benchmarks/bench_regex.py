@@ -121,7 +121,8 @@ def _where(client: Any, value: str) -> str:
 def measure_productos(engine: str, repeat: int) -> List[Dict[str, Any]]:
     """Time feature_enabled() for every case with one engine; one row per (pattern, length)."""
     import productos
-    from productos._flags.regex_safety import analyse_pattern, set_regex_engine
+    from productos._flags.regex_engine import set_regex_engine
+    from productos._flags.regex_safety import analyse_pattern
 
     previous = set_regex_engine(engine)
     rows = []
@@ -394,7 +395,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.repeat = max(1, min(args.repeat, 50))
     started = time.time()
 
-    from productos._flags.regex_safety import set_regex_engine
+    from productos._flags.regex_engine import set_regex_engine
 
     engines = ["re"]
     try:

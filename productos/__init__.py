@@ -5,22 +5,60 @@ Use a :class:`Client`, or configure the module-level default one::
     import productos
     productos.project_api_key = "phc_..."
     productos.capture("signed up", distinct_id="user-1")
+
+Every name in ``__all__`` is public; every type a public call takes or returns is among
+them. The module-level settings (``productos.host``, ``productos.flush_at``...) are the
+fields of :class:`Options`, read when the default client is first needed.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from productos import context as _context
+from productos._delivery.outcome import BatchOutcome, DropReason
+from productos._flags.poller import SourceState, SourceStatus
+from productos._runtime.ledger import DeliveryStats
+from productos._runtime.lifecycle import drain_all
+from productos._runtime.options import Options
+from productos._runtime.options import defaults as _option_defaults
 from productos.client import Client
+from productos.consumer import Sender
 from productos.context import (
     identify_context,
     new_context,
     set_context_session,
     tag,
 )
-from productos.errors import ProductosError
+from productos.errors import (
+    APIError,
+    AuthenticationError,
+    ClientShutdownError,
+    ConfigurationError,
+    ConnectError,
+    EventError,
+    EventTooLargeError,
+    ProductosError,
+    QueueFullError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ShutdownTimeoutError,
+    SpoolFullError,
+    TransportError,
+    UnserializableEventError,
+)
+from productos.flags import (
+    ConditionTrace,
+    EvaluationContext,
+    FilterSpec,
+    FilterTrace,
+    FlagResult,
+    InconclusiveReason,
+    Reason,
+    ReasonCode,
+)
 from productos.signals import install_sigterm_handler
 from productos.version import VERSION
 
@@ -28,12 +66,42 @@ __version__ = VERSION
 
 __all__ = [
     "VERSION",
+    "APIError",
+    "AuthenticationError",
+    "BatchOutcome",
     "Client",
+    "ClientShutdownError",
+    "ConditionTrace",
+    "ConfigurationError",
+    "ConnectError",
+    "DeliveryStats",
+    "DropReason",
+    "EvaluationContext",
+    "EventError",
+    "EventTooLargeError",
+    "FilterSpec",
+    "FilterTrace",
+    "FlagResult",
+    "InconclusiveReason",
+    "Options",
     "ProductosError",
+    "QueueFullError",
+    "RateLimitedError",
+    "Reason",
+    "ReasonCode",
+    "RequestTimeoutError",
+    "Sender",
+    "ShutdownTimeoutError",
+    "SourceState",
+    "SourceStatus",
+    "SpoolFullError",
+    "TransportError",
+    "UnserializableEventError",
     "__version__",
     "alias",
     "capture",
     "capture_exception",
+    "drain_all",
     "feature_enabled",
     "flush",
     "get_all_flags",
@@ -50,18 +118,14 @@ __all__ = [
     "tag",
 ]
 
-# Settings of the default client; read once, when it is first needed.
-project_api_key: Optional[str] = None
-api_key: Optional[str] = None
-host: Optional[str] = None
-personal_api_key: Optional[str] = None
-debug: bool = False
-disabled: bool = False
-send: bool = True
-sync_mode: bool = False
-on_error: Optional[Callable[..., Any]] = None
-before_send: Optional[Callable[[dict], Optional[dict]]] = None
-super_properties: Optional[Mapping[str, Any]] = None
+# Settings of the default client, one per Options field, with its default; read once, when
+# the client is first needed. Assigning ``productos.<name>`` before that configures it.
+_SETTINGS = _option_defaults()
+globals().update(_SETTINGS)
+
+if TYPE_CHECKING:
+    # The settings above are made from Options at run time; type checkers see them here.
+    def __getattr__(name: str) -> Any: ...
 
 default_client: Optional[Client] = None
 _default_lock = threading.Lock()
@@ -85,18 +149,18 @@ def _default() -> Client:
         return client
     with _default_lock:
         if default_client is None:
-            default_client = Client(
-                project_api_key, api_key=api_key, host=host,
-                personal_api_key=personal_api_key, debug=debug, disabled=disabled,
-                send=send, sync_mode=sync_mode, on_error=on_error, before_send=before_send,
-                super_properties=super_properties,
-            )
+            settings = globals()
+            default_client = Client(**{name: settings[name] for name in _SETTINGS})
         return default_client
 
 
 def _default_client_if_any() -> Optional[Client]:
     """Return the default client if one was created, without creating it."""
     return default_client
+
+
+# A new_context() scope opened without a client reports exceptions to the default client.
+_context.set_default_capturer(_default_client_if_any)
 
 
 def capture(event: str, **kwargs: Any) -> Optional[str]:

@@ -1,22 +1,35 @@
-"""The batching consumer: a bounded buffer drained by one background thread.
+"""The batching consumer: a bounded buffer drained by a background thread through a Sender.
 
-The caller's side (``put``) is a length check and a ``deque.append``: no lock, no I/O.
+The caller's side (``put``) is a length check and a ``deque.append``, with no I/O; it takes
+a lock only when ``max_queue_bytes`` is set (to count bytes) or the buffer is full. A full
+buffer applies the overflow policy on the caller's thread: ``drop_new`` refuses the event,
+``drop_old`` pops the oldest ones there, ``block`` waits up to ``block_timeout`` for room
+(so does any policy when the sender stores locally: it makes room in milliseconds). As the
+buffer fills, ``put`` also hands the GIL to the sender now and then (``time.sleep(0)``).
+
 The worker sleeps on one ``threading.Event`` that is set when a batch's worth of events is
 waiting, by ``flush()`` and by ``shutdown()``; otherwise it wakes every ``flush_interval``.
-Each time it wakes it sends everything that is waiting, in batches bounded by count and
-bytes. The worker is the only one that takes items out, so its counters need no lock.
+Each time it wakes it sends what is waiting, in batches bounded by count and bytes. When
+someone waits for the drain (a flush or shutdown), short-lived helper threads send batches
+beside it, up to ``max_concurrent_requests``. Items therefore leave the buffer from several
+threads (the worker, its helpers, a ``drop_old`` caller), so the counters they move
+together (``taken``, ``in_flight``, ``queued_bytes``) change under ``_count_lock``.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, Deque, List, Optional, Protocol, Sequence
+from typing import Callable, Deque, List, Optional, Protocol, Sequence, Tuple
 
+from productos import errors
 from productos._capture.events import MAX_BATCH_BYTES
-from productos._delivery.transport import BatchOutcome
+from productos._delivery.outcome import BatchOutcome, DropReason
+
+__all__ = ["OVERFLOW_POLICIES", "BatchOutcome", "Consumer", "DropReason", "Sender"]
 
 log = logging.getLogger("productos")
 
@@ -30,7 +43,17 @@ _ENVELOPE_BYTES = 512
 
 
 class Sender(Protocol):
-    """Delivers a batch of serialised events and says what became of them."""
+    """Delivers a batch of serialised events and says what became of them.
+
+    A sender that stores locally (a spool this process owns) takes a batch in milliseconds
+    whatever the network does, so the consumer treats it differently: a full buffer waits
+    for it briefly instead of dropping, one writer is enough, and a flush or shutdown
+    deadline never gives items up.
+    """
+
+    @property
+    def stores_locally(self) -> bool:
+        """True when ``send`` writes to storage this process owns instead of the network."""
 
     def send(self, items: Sequence[bytes], deadline: Optional[float] = None) -> BatchOutcome:
         """Send items; never raise."""
@@ -43,16 +66,16 @@ class Sender(Protocol):
 
 
 class Consumer:
-    """Buffers serialised events and ships them from one background thread."""
+    """Buffers serialised events and ships them from a background thread (plus drain helpers)."""
 
     def __init__(self, sender: Sender, *, on_outcome: Callable[[BatchOutcome], None],
-                 on_reject: Callable[[str, bytes], None],
+                 on_reject: Callable[[DropReason, bytes], None],
                  flush_at: int = 100, flush_interval: float = 0.5,
                  max_queue_size: int = 10_000, max_batch_size: int = 1_000,
                  max_batch_bytes: int = MAX_BATCH_BYTES,
                  max_queue_bytes: Optional[int] = None, on_full: str = "drop_new",
                  block_timeout: float = 0.5, max_concurrent_requests: int = 4,
-                 local_store: bool = False, name: str = "productos-consumer") -> None:
+                 name: str = "productos-consumer") -> None:
         if on_full not in OVERFLOW_POLICIES:
             raise ValueError(f"on_full must be one of {', '.join(OVERFLOW_POLICIES)}")
         self._sender = sender
@@ -67,18 +90,14 @@ class Consumer:
         self._pressure_at = max(flush_at, max_queue_size // 4)
         self._on_full = on_full
         self._block_timeout = block_timeout
-        # A sender that stores locally (the spool) takes a batch in milliseconds whatever the
-        # network does: a full buffer waits for it briefly instead of dropping, a flush or
-        # shutdown never gives items up, and one writer is enough.
         self._max_concurrency = max(1, max_concurrent_requests)
-        self.set_local_store(local_store)
         self._name = name
         self._init_state()
 
-    def set_local_store(self, local_store: bool) -> None:
-        """Say whether the sender stores locally (a spool this process owns) or sends."""
-        self._local_store = local_store
-        self._concurrency = 1 if local_store else self._max_concurrency
+    def _stores_locally(self) -> bool:
+        # Read at each use: a spool that could not be owned (say, in a forked child) sends.
+        # A sender written before the Protocol declared the attribute is one that sends.
+        return bool(getattr(self._sender, "stores_locally", False))
 
     def _init_state(self) -> None:
         self._buffer: Deque[bytes] = collections.deque()
@@ -93,7 +112,8 @@ class Consumer:
         self._exited = False  # the worker has returned; no flush ticket will be served
         self._deadline: Optional[float] = None
         self._space = threading.Condition(threading.Lock())  # signalled when items are taken
-        self._count_lock = threading.Lock()  # taken/in_flight/bytes when several threads send
+        # Held by every thread that takes items from the left, and for the counters below.
+        self._count_lock = threading.Lock()
         self.queued_bytes = 0  # kept only when max_queue_bytes is set
         self.taken = 0  # items removed from the buffer by the sending side
         self.in_flight = 0
@@ -104,7 +124,7 @@ class Consumer:
     def put(self, item: bytes) -> bool:
         """Queue one serialised event; return False (after reporting why) if it was refused."""
         if self._closed:
-            self._on_reject("after_shutdown", item)
+            self._on_reject(DropReason.AFTER_SHUTDOWN, item)
             return False
         buffer = self._buffer
         if len(buffer) >= self._max_queue or (
@@ -138,18 +158,19 @@ class Consumer:
 
     def _make_room(self, item: bytes) -> bool:
         """Apply the overflow policy to a full buffer; return True if item may be appended."""
-        if self._on_full == "block" or self._local_store:
+        if self._on_full == "block" or self._stores_locally():
             self._wait_for_room(item)
         if self._on_full == "drop_old":
             while self._full(item):
-                try:
+                with self._count_lock:  # every taker from the left holds it (see _take_batch)
+                    if not self._buffer:  # the sender emptied it meanwhile
+                        break
                     oldest = self._buffer.popleft()
-                except IndexError:  # the sender emptied it meanwhile
-                    break
-                self._release_bytes(oldest)
-                self._on_reject("queue_full", oldest)
+                    if self._max_queue_bytes is not None:
+                        self.queued_bytes -= len(oldest)
+                self._on_reject(DropReason.QUEUE_FULL, oldest)
         if self._full(item):
-            self._on_reject("queue_full", item)
+            self._on_reject(DropReason.QUEUE_FULL, item)
             return False
         if self._max_queue_bytes is not None:
             with self._count_lock:
@@ -169,12 +190,6 @@ class Consumer:
                 if remaining <= 0 or self._closed:
                     break
                 self._space.wait(remaining)
-
-    def _release_bytes(self, item_or_size: Any) -> None:
-        if self._max_queue_bytes is not None:
-            size = item_or_size if isinstance(item_or_size, int) else len(item_or_size)
-            with self._count_lock:
-                self.queued_bytes -= size
 
     def _yield_mask(self, queued: int) -> int:
         """Return how often to hand over the GIL: every 128th event, 16th, or every one."""
@@ -230,7 +245,7 @@ class Consumer:
             self._deadline = deadline
             self._stopping = True
             thread = self._thread
-        if self._on_full == "block" or self._local_store:
+        if self._on_full == "block" or self._stores_locally():
             with self._space:
                 self._space.notify_all()  # callers waiting for room give up now
         if already and thread is None:
@@ -313,9 +328,11 @@ class Consumer:
         """Send every item present now; with fan_out, a backlog goes out over a few requests."""
         budget = [len(self._buffer)]  # only what is present now: a busy producer can't pin us
         helpers: List[threading.Thread] = []
-        if (fan_out and self._last_ok and self._concurrency > 1
+        # One writer is enough for a sender that stores locally.
+        concurrency = 1 if self._stores_locally() else self._max_concurrency
+        if (fan_out and self._last_ok and concurrency > 1
                 and budget[0] > self._max_batch):
-            extra = min(self._concurrency - 1, budget[0] // self._max_batch)
+            extra = min(concurrency - 1, budget[0] // self._max_batch)
             for index in range(extra):
                 thread = threading.Thread(target=self._helper_loop, args=(budget, deadline),
                                           name=f"{self._name}-drain-{index}", daemon=True)
@@ -335,8 +352,9 @@ class Consumer:
     def _send_loop(self, budget: List[int], deadline: Optional[float],
                    steady: bool = False) -> None:
         while True:
-            if deadline is not None and time.monotonic() >= deadline and not self._local_store:
-                self._give_up_rest("shutdown_timeout")
+            if (deadline is not None and time.monotonic() >= deadline
+                    and not self._stores_locally()):
+                self._give_up_rest(DropReason.SHUTDOWN_TIMEOUT)
                 return
             if steady and (self._stopping or self._flush_requested != self._flush_done):
                 # Someone now waits for the drain: end this one-at-a-time round so the
@@ -351,7 +369,7 @@ class Consumer:
             except Exception as exc:  # a Sender broke its contract; account, don't die
                 log.exception("productos: sender raised")
                 outcome = BatchOutcome()
-                outcome.drop("internal_error", batch, exc)
+                outcome.drop(DropReason.INTERNAL_ERROR, batch, exc)
             with self._count_lock:
                 self.in_flight -= len(batch)
             # Fan out again only once the endpoint is taking batches: no bursts at an outage.
@@ -361,28 +379,32 @@ class Consumer:
     def _take_batch(self, budget: List[int]) -> List[bytes]:
         """Move up to one batch (by count and bytes) from the buffer to in flight."""
         buffer = self._buffer
-        batch: List[bytes] = []
-        size = 0
         with self._count_lock:
-            limit = min(budget[0], self._max_batch)
-            while buffer and len(batch) < limit:
-                item = buffer[0]
-                if batch and size + len(item) + 1 > self._max_bytes:
-                    break
-                buffer.popleft()
-                batch.append(item)
-                size += len(item) + 1
-            budget[0] -= len(batch)
-            self.taken += len(batch)
-            self.in_flight += len(batch)
+            count = min(budget[0], self._max_batch, len(buffer))
+            if count <= 0:
+                return []
+            # One C-level copy, atomic under the GIL. Producers only append on the right and
+            # every taker from the left holds _count_lock, so the pops below remove exactly
+            # these items; per-item Python work here would hold the GIL against capture().
+            batch = list(itertools.islice(buffer, count))
+            size = sum(map(len, batch))
+            if size + count > self._max_bytes and count > 1:
+                count, size = _fit_bytes(batch, self._max_bytes)
+                del batch[count:]
+            popleft = buffer.popleft
+            for _ in itertools.repeat(None, count):
+                popleft()
+            budget[0] -= count
+            self.taken += count
+            self.in_flight += count
             if self._max_queue_bytes is not None:
-                self.queued_bytes -= size - len(batch)
-        if batch and (self._on_full == "block" or self._local_store):
+                self.queued_bytes -= size
+        if self._on_full == "block" or self._stores_locally():
             with self._space:
                 self._space.notify_all()
         return batch
 
-    def _give_up_rest(self, reason: str) -> None:
+    def _give_up_rest(self, reason: DropReason) -> None:
         items: List[bytes] = []
         with self._count_lock:
             while self._buffer:
@@ -391,5 +413,15 @@ class Consumer:
             self.queued_bytes = 0
         if items:
             outcome = BatchOutcome()
-            outcome.drop(reason, items, TimeoutError("shutdown timeout reached"))
+            outcome.drop(reason, items, errors.ShutdownTimeoutError("shutdown timeout reached"))
             self._on_outcome(outcome)
+
+
+def _fit_bytes(items: Sequence[bytes], max_bytes: int) -> Tuple[int, int]:
+    """Return how many leading items fit in max_bytes (a comma each, one at least), and size."""
+    total = 0
+    for count, item in enumerate(items):
+        if count and total + count + len(item) + 1 > max_bytes:
+            return count, total
+        total += len(item)
+    return len(items), total

@@ -12,7 +12,7 @@ import functools
 import inspect
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType, TracebackType
-from typing import Any, Callable, Mapping, Optional, Type, TypeVar, cast
+from typing import Any, Callable, List, Mapping, Optional, Protocol, Type, TypeVar, cast
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -33,9 +33,41 @@ _ROOT = Scope()
 _current: contextvars.ContextVar[Scope] = contextvars.ContextVar("productos_scope", default=_ROOT)
 
 
-def current_scope() -> Scope:
-    """Return the scope in force for the running thread or task."""
-    return _current.get()
+class ExceptionOptions(Protocol):
+    """The setting that decides whether exceptions leaving a scope are captured."""
+
+    @property
+    def enable_exception_autocapture(self) -> bool:
+        """True when uncaught exceptions (and those leaving a scope) are captured."""
+
+
+class ExceptionCapturer(Protocol):
+    """Where an exception leaving a scope is reported (``productos.Client`` is one)."""
+
+    @property
+    def options(self) -> ExceptionOptions:
+        """The capturer's settings."""
+
+    def capture_exception(self, exc: Optional[BaseException] = ..., *,
+                          mechanism: str = ...) -> Optional[str]:
+        """Capture an ``$exception`` event for exc."""
+
+
+def _no_capturer() -> Optional[ExceptionCapturer]:
+    return None
+
+
+_default_capturer: List[Callable[[], Optional[ExceptionCapturer]]] = [_no_capturer]
+
+
+def set_default_capturer(find: Callable[[], Optional[ExceptionCapturer]]) -> None:
+    """Say where scopes opened without a client report exceptions (the package's default client)."""
+    _default_capturer[0] = find
+
+
+# The scope in force for the running thread or task. The ContextVar's own ``get``: every
+# capture() reads it, and a Python function around it would double the cost.
+current_scope: Callable[[], Scope] = _current.get
 
 
 class new_context:
@@ -47,11 +79,11 @@ class new_context:
     """
 
     def __init__(self, fresh: bool = False, capture_exceptions: bool = True,
-                 client: Any = None) -> None:
+                 client: Optional[ExceptionCapturer] = None) -> None:
         self._fresh = fresh
         self._capture_exceptions = capture_exceptions
         self._client = client
-        self._tokens: list = []
+        self._tokens: List[contextvars.Token[Scope]] = []
 
     def __enter__(self) -> new_context:
         parent = _ROOT if self._fresh else _current.get()
@@ -84,16 +116,11 @@ class new_context:
         return cast(F, run)
 
 
-def _report_exception(client: Any, exc: BaseException) -> None:
-    """Hand an exception that left a scope to the client's exception capture, if any."""
-    target = client
-    if target is None:
-        from productos import _default_client_if_any  # late: avoids an import cycle
-
-        target = _default_client_if_any()
-    capture = getattr(target, "_capture_scope_exception", None)
-    if capture is not None:
-        capture(exc)
+def _report_exception(client: Optional[ExceptionCapturer], exc: BaseException) -> None:
+    """Hand an exception that left a scope to the client's exception capture, if it is on."""
+    target = client if client is not None else _default_capturer[0]()
+    if target is not None and target.options.enable_exception_autocapture:
+        target.capture_exception(exc, mechanism="context")
 
 
 def identify_context(distinct_id: Any) -> None:

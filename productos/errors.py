@@ -8,10 +8,12 @@ The tree::
     │   ├── EventTooLargeError                  one event over the per-event size limit
     │   └── UnserializableEventError            nothing JSON-safe could be made of it
     ├── QueueFullError                          the buffer refused an event
+    ├── SpoolFullError                          the spool evicted its oldest events
     ├── ClientShutdownError                     a call after shutdown()
+    ├── ShutdownTimeoutError (also a TimeoutError)  shutdown's time ran out before a send
     └── TransportError                          anything that went wrong talking HTTP
         ├── ConnectError                        could not connect (DNS, refused, reset)
-        ├── TimeoutError                        no answer within the timeout
+        ├── RequestTimeoutError                 no answer within the request timeout
         └── APIError                            the server answered with a non-200 status
             ├── RateLimitedError                429
             └── AuthenticationError             401 / 403 (a key is wrong)
@@ -48,8 +50,20 @@ class QueueFullError(ProductosError):
     """The in-memory buffer was full, so the event was not admitted."""
 
 
+class SpoolFullError(ProductosError):
+    """The spool reached ``spool_max_bytes``, so its oldest events were evicted."""
+
+
 class ClientShutdownError(ProductosError):
     """The client was already shut down when the call was made."""
+
+
+class ShutdownTimeoutError(ProductosError, TimeoutError):
+    """Events were still waiting when shutdown's time ran out.
+
+    Also the built-in ``TimeoutError``, which is what ``on_error`` received before this
+    type existed.
+    """
 
 
 class TransportError(ProductosError):
@@ -62,8 +76,8 @@ class ConnectError(TransportError):
     """The connection could not be made or was dropped."""
 
 
-class TimeoutError(TransportError):
-    """The server did not answer within the timeout."""
+class RequestTimeoutError(TransportError):
+    """The server did not answer within the request timeout."""
 
 
 class APIError(TransportError):

@@ -30,7 +30,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from types import FrameType
 from typing import Any, Callable, Optional, Union
 
@@ -135,13 +134,7 @@ def _drain_bounded(timeout: Optional[float], when: str) -> None:
 
 def _flush_bounded(timeout: Optional[float]) -> None:
     budget = _lifecycle.exit_budget() if timeout is None else timeout
-
-    def flush_all() -> None:
-        deadline = time.monotonic() + budget
-        for client in _lifecycle._live():
-            client.flush(max(0.0, deadline - time.monotonic()))
-
-    _run_bounded(flush_all, budget, "flushing on a signal")
+    _run_bounded(lambda: _lifecycle.drain_all(budget), budget, "flushing on a signal")
 
 
 def _guard_reraise() -> None:
@@ -207,6 +200,15 @@ def auto_install() -> bool:
     if current == signal.SIG_IGN or current is None:  # the host chose that; leave it
         return False
     return _install(signal.SIGTERM, None)
+
+
+def _install_for(client: _lifecycle.Drainable) -> None:
+    """Install the SIGTERM drain when a client that sends events is created."""
+    if not client.disabled:
+        auto_install()
+
+
+_lifecycle.on_track(_install_for)
 
 
 def drain_on_sigterm(enabled: bool = True) -> None:

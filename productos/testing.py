@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from productos import errors
-from productos._delivery.transport import BatchOutcome
+from productos.consumer import BatchOutcome, DropReason
 
 
 class RecordingSender:
     """A Sender that keeps every batch in memory; it can be told to fail or to be slow."""
 
+    stores_locally = False  # it stands in for a sender that sends
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.batches: List[List[Dict[str, Any]]] = []
+        # Returns the reason to drop a batch for (a DropReason or its value), or None.
         self.fail_with: Optional[Callable[[Sequence[bytes]], Optional[str]]] = None
         self.delay: float = 0.0
         self._cancel = threading.Event()
@@ -40,7 +43,7 @@ class RecordingSender:
         outcome = BatchOutcome()
         reason = self.fail_with(items) if self.fail_with else None
         if reason:
-            outcome.drop(reason, items, errors.APIError(400, "failed on purpose"))
+            outcome.drop(DropReason(reason), items, errors.APIError(400, "failed on purpose"))
             return outcome
         decoded = [json.loads(item) for item in items]
         with self._lock:
@@ -78,7 +81,7 @@ class FlagDefinitionsBuilder:
     def flag(self, key: str, *, rollout: Optional[float] = 100, active: bool = True,
              conditions: Optional[List[Dict[str, Any]]] = None,
              variants: Optional[Dict[str, float]] = None,
-             payloads: Optional[Dict[str, Any]] = None,
+             payloads: Optional[Mapping[Any, Any]] = None,
              group_type_index: Optional[int] = None) -> FlagDefinitionsBuilder:
         """Add a flag; without conditions it applies to ``rollout`` percent of everyone."""
         filters: Dict[str, Any] = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 
@@ -137,3 +137,29 @@ def test_sync_mode_counts_what_it_captured(tmp_path):
         client.shutdown(1)
     assert stats["captured"] == 1 and stats["dropped_total"] == 1
     assert balanced(stats), stats
+
+
+def test_drop_reasons_are_an_enum_whose_values_stay_the_plain_strings():
+    from productos.consumer import DropReason
+    from productos.testing import RecordingSender
+
+    reasons: List[Any] = []
+    client = productos.Client("phc_books", sender=RecordingSender(), max_queue_size=1,
+                              flush_at=1000, flush_interval=30,
+                              on_drop=lambda event, reason: reasons.append(reason))
+    try:
+        for i in range(3):
+            client.capture("burst", distinct_id=str(i))
+        stats = client.stats()
+    finally:
+        client.shutdown(5)
+    assert reasons == ["queue_full", "queue_full"]
+    assert all(reason is DropReason.QUEUE_FULL for reason in reasons)
+    assert [f"{reason}" for reason in reasons] == ["queue_full", "queue_full"]
+    # stats() is plain data: the keys are str, as before the enum existed
+    assert stats["dropped"] == {"queue_full": 2}
+    assert [type(key) for key in stats["dropped"]] == [str]
+    assert {reason.value for reason in DropReason} >= {
+        "invalid", "unserializable", "too_large", "queue_full", "after_shutdown", "rejected",
+        "retries_exhausted", "deadline_exceeded", "shutdown_timeout", "cancelled",
+        "send_disabled", "spool_full", "internal_error"}

@@ -11,11 +11,30 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
+try:
+    from tests.support import wait_until
+except ModuleNotFoundError:  # plain `pytest` with rootdir-relative imports
+    from support import wait_until  # type: ignore
+
 pytest.importorskip("celery")
+
+
+def _ended(pid: int) -> bool:
+    """True when process pid is gone (or a zombie, which has run its exit already)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
 TASKS = """
 import os
@@ -40,6 +59,8 @@ if os.environ.get("WITH_SETUP") == "1":
 @app.task
 def work(n):
     client.capture("task ran", distinct_id=f"task-{n}", properties={"pid": os.getpid()})
+    with open(os.path.join(os.environ["MARK_DIR"], f"ran-{n}"), "w") as mark:
+        mark.write(str(os.getpid()))
     return n
 """
 
@@ -48,8 +69,11 @@ def work(n):
 def test_prefork_children_deliver_their_events(live_server, tmp_path, with_setup):
     broker = tmp_path / "broker"
     (broker / "processed").mkdir(parents=True)
+    marks = tmp_path / "marks"
+    marks.mkdir()
     (tmp_path / "tasks.py").write_text(TASKS)
-    env = {**os.environ, "BROKER_DIR": str(broker), "SINK_URL": live_server.url,
+    env = {**os.environ, "BROKER_DIR": str(broker), "MARK_DIR": str(marks),
+           "SINK_URL": live_server.url,
            "WITH_SETUP": "1" if with_setup else "0",
            "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd(), *sys.path])}
     send = textwrap.dedent("""
@@ -65,10 +89,11 @@ def test_prefork_children_deliver_their_events(live_server, tmp_path, with_setup
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and len(list(broker.glob("*.msg"))) > 0:
-            time.sleep(0.2)
-        time.sleep(3)  # the last children finish and get recycled
+        # Every task ran, and every pool process that ran one has ended (recycled after its
+        # one task): whatever those processes were going to send is sent by now.
+        assert wait_until(lambda: len(list(marks.glob("ran-*"))) == 6, timeout=60)
+        pids = {int(mark.read_text()) for mark in marks.glob("ran-*")}
+        assert wait_until(lambda: all(_ended(pid) for pid in pids), timeout=30)
     finally:
         worker.terminate()
         output, _ = worker.communicate(timeout=60)

@@ -17,6 +17,7 @@ import pytest
 
 from productos import cli
 from productos.cli import SAMPLE_DEFINITIONS, CLIError, main, parse_assignment
+from productos.diagnostics import Definitions
 
 try:
     from tests.server import LoopbackServer, Respond
@@ -111,13 +112,11 @@ def test_props_json_merges_under_props() -> None:
 
 
 def test_sample_definitions_are_all_understood() -> None:
-    from productos._flags.definitions import parse_definitions
-
-    snapshot = parse_definitions(SAMPLE_DEFINITIONS)
-    assert not snapshot.problems
-    assert len(snapshot.flags) == 7
-    assert all(f.malformed is None for f in snapshot.flags.values())
-    not_local = [k for k, f in snapshot.flags.items() if not f.evaluable_locally]
+    definitions = Definitions(SAMPLE_DEFINITIONS)
+    assert not definitions.problems
+    assert len(definitions.flags) == 7
+    assert all(f.malformed is None for f in definitions.flags)
+    not_local = [f.key for f in definitions.flags if not f.evaluable_locally]
     assert not_local == ["sticky-onboarding"]
 
 

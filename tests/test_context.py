@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 import productos
 from productos.context import current_scope, get_context_distinct_id, get_tags
+from productos.testing import RecordingSender
 
 
 def test_nested_scopes_inherit_and_restore():
@@ -43,13 +46,20 @@ def test_decorator_gives_each_call_its_own_scope():
 
 
 def test_decorator_works_on_coroutines_and_tasks_are_isolated():
-    @productos.new_context()
-    async def handler(user):
-        productos.identify_context(user)
-        await asyncio.sleep(0.01)
-        return get_context_distinct_id()
-
     async def main():
+        everyone_identified = asyncio.Event()
+        identified = []
+
+        @productos.new_context()
+        async def handler(user):
+            productos.identify_context(user)
+            identified.append(user)
+            if len(identified) == 5:
+                everyone_identified.set()
+            # Every task has set its id before any reads it back: they truly interleave.
+            await asyncio.wait_for(everyone_identified.wait(), timeout=5)
+            return get_context_distinct_id()
+
         return await asyncio.gather(*(handler(f"user-{i}") for i in range(5)))
 
     assert asyncio.run(main()) == [f"user-{i}" for i in range(5)]
@@ -87,3 +97,45 @@ def test_exception_leaving_a_scope_propagates():
         pass
     else:  # pragma: no cover
         raise AssertionError("the exception must propagate")
+
+
+class FakeCapturer:
+    """Anything with the two members new_context() uses can receive scope exceptions."""
+
+    def __init__(self, enabled):
+        self.options = type("Opts", (), {"enable_exception_autocapture": enabled})()
+        self.captured = []
+
+    def capture_exception(self, exc=None, *, mechanism="generic"):
+        self.captured.append((exc, mechanism))
+        return "uuid"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_scope_reports_to_the_client_it_was_given_only_with_autocapture(enabled):
+    capturer = FakeCapturer(enabled)
+    with pytest.raises(KeyError), productos.new_context(client=capturer):
+        raise KeyError("boom")
+    assert [(type(e), m) for e, m in capturer.captured] == (
+        [(KeyError, "context")] if enabled else [])
+
+
+def test_a_scope_without_a_client_reports_to_the_default_client(monkeypatch):
+    sender = RecordingSender()
+    monkeypatch.setattr(productos, "project_api_key", "phc_default")
+    monkeypatch.setattr(productos, "sender", sender)
+    monkeypatch.setattr(productos, "enable_exception_autocapture", True)
+    productos.shutdown()
+    try:
+        with pytest.raises(KeyError), productos.new_context():  # before a default exists
+            raise KeyError("nobody to tell")
+        client = productos._default()
+        with pytest.raises(KeyError), productos.new_context():
+            productos.identify_context("u-scope")
+            raise KeyError("told")
+        assert client.flush(5)
+    finally:
+        productos.shutdown()
+    (event,) = sender.events
+    assert event["event"] == "$exception" and event["distinct_id"] == "u-scope"
+    assert event["properties"]["$exception_list"][0]["value"] == "'told'"

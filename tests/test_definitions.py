@@ -5,31 +5,41 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from typing import Any, Dict, List
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Set
 
 import pytest
 
-from productos._flags.definitions import (
+from productos._flags import compiler as compiler_module
+from productos._flags.compiler import Compiler
+from productos._flags.dates import RelativeDate, YearOnlyDate, parse_date_value
+from productos._flags.filters import (
     CohortFilter,
-    CompiledFlag,
     DateFilter,
     ExactFilter,
     FlagDependencyFilter,
     NumericFilter,
-    Payload,
     RegexFilter,
-    RelativeDate,
     SemverFilter,
-    Snapshot,
     TextFilter,
     UnknownOperatorFilter,
-    YearOnlyDate,
-    parse_date_value,
-    parse_definitions,
-    parse_number,
-    parse_semver,
-    stringify,
 )
+from productos._flags.payloads import Payload
+from productos._flags.semver import parse_semver
+from productos._flags.values import parse_number, stringify
+from productos.flags import (
+    CompiledFlag,
+    EvaluationContext,
+    InconclusiveReason,
+    Snapshot,
+    evaluate,
+    evaluate_all,
+    evaluate_values,
+    parse_definitions,
+)
+
+DATA = Path(__file__).parent / "data"
 
 
 def flag(key: str, *conditions: Dict[str, Any], **filters: Any) -> Dict[str, Any]:
@@ -412,16 +422,120 @@ def test_condition_description_and_implicit_reads() -> None:
     ]
 
 
-def test_the_evaluator_cache_is_not_part_of_the_definition() -> None:
+def _state(obj: Any, seen: Set[int]) -> Any:
+    """Everything reachable from obj, with object identities: equal before and after = unchanged."""
+    if obj is None or isinstance(obj, (str, int, float, bytes, Enum)):
+        return obj
+    if id(obj) in seen:
+        return ("seen", id(obj))
+    seen.add(id(obj))
+    if isinstance(obj, Mapping):
+        return ("map", id(obj), tuple((k, _state(v, seen)) for k, v in obj.items()))
+    if isinstance(obj, (frozenset, set)):
+        return ("set", id(obj), tuple(sorted(repr(x) for x in obj)))
+    if isinstance(obj, (list, tuple)):
+        return ("seq", id(obj), tuple(_state(x, seen) for x in obj))
+    if hasattr(obj, "hexdigest"):  # a flag's prefixed sha1: updating it would move every bucket
+        return ("hash", id(obj), obj.copy().hexdigest())
+    if callable(obj) or not hasattr(obj, "__dict__"):
+        return ("opaque", id(obj))
+    return (type(obj).__name__, id(obj), tuple((k, _state(v, seen)) for k, v in vars(obj).items()))
+
+
+def test_evaluation_writes_nothing_into_the_snapshot() -> None:
+    body = json.loads((DATA / "sample_definitions.json").read_text())
+    body["flags"] += [
+        flag("mv", condition(rollout=60), multivariate={"variants": [
+            {"key": "a", "rollout_percentage": 50}, {"key": "b", "rollout_percentage": 50}]},
+            payloads={"a": '{"x": [1]}', "true": "1"},
+            holdout={"id": 2, "exclusion_percentage": 20}),
+        flag("dep", condition({"key": "mv", "value": True, "operator": "flag_evaluates_to",
+                               "type": "flag", "dependency_chain": ["mv"]})),
+        flag("enrolled", feature_enrollment=True),
+        flag("dated", condition({"key": "d", "value": "-3d", "operator": "is_date_after"})),
+        flag("inactive", active=False),
+    ]  # fmt: skip
+    snapshot = parse_definitions(body)
+    assert snapshot.errors == () and len(snapshot.flags) == len(body["flags"])
+    before = _state(snapshot, set())
+    contexts = [
+        EvaluationContext(f"user-{i}", groups={"company": "acme"},
+                          person_properties={"plan": "pro", "d": "2020-01-01"},
+                          group_properties={"company": {"size": i}})
+        for i in range(20)
+    ]  # fmt: skip
+    evaluated = 0
+    for ctx in contexts:
+        for detail in (True, False):
+            evaluated += len(evaluate_all(snapshot, ctx, detail=detail))
+            for key in snapshot.flags:
+                evaluate(snapshot, key, ctx, detail=detail)
+        evaluated += len(evaluate_values(snapshot, ctx))
+    assert evaluated == 3 * len(contexts) * len(snapshot.flags)
+    assert _state(snapshot, set()) == before
+    assert not hasattr(snapshot.flags["mv"], "memo")
+
+
+def test_the_plan_follows_the_definition() -> None:
     compiled = parse_definitions({"flags": [flag("a")]}).flags["a"]
-    compiled.memo["x"] = 1
-    assert "memo" not in repr(compiled)
-    assert "memo" not in [f.name for f in dataclasses.fields(compiled)]
-    assert dataclasses.replace(compiled, active=False).memo == {}
+    assert compiled.plan.plain and compiled.plan.disabled is None
+    assert "plan" not in [f.name for f in dataclasses.fields(compiled) if f.init]
+    inactive = dataclasses.replace(compiled, active=False)
+    assert not inactive.plan.plain and inactive.plan.disabled is not None
+    snapshot = dataclasses.replace(Snapshot.empty(), loaded=True, flags={"a": inactive})
+    assert evaluate(snapshot, "a", EvaluationContext("u"), detail=False).value is False
     payload = Payload(None, '{"a": 1}')
     assert [f.name for f in dataclasses.fields(payload)] == ["value", "json_text"]
     with pytest.raises(ValueError):
         Payload(None, "{not json").decoded()  # constructing it does not raise, as before
+
+
+def test_a_compiler_bug_is_confined_to_its_flag_and_reported(monkeypatch: Any) -> None:
+    original = Compiler._compile_filters
+
+    def broken(self: Compiler, key: str, raw: Mapping[str, Any]) -> Dict[str, Any]:
+        if key == "b":
+            raise ZeroDivisionError("bug")
+        return original(self, key, raw)
+
+    monkeypatch.setattr(Compiler, "_compile_filters", broken)
+    snapshot = parse_definitions({"flags": [flag("a"), flag("b"), flag("c")]})
+    assert list(snapshot.flags) == ["a", "b", "c"]
+    assert len(snapshot.errors) == 1 and "'b'" in snapshot.errors[0]
+    assert "ZeroDivisionError" in snapshot.errors[0] and snapshot.problems == ()
+    assert snapshot.flags["b"].local_reason is InconclusiveReason.UNSUPPORTED_DEFINITION
+    result = evaluate(snapshot, "b", EvaluationContext("u"))
+    assert result.value is None and "internal error" in result.reason.description
+    assert evaluate(snapshot, "a", EvaluationContext("u")).value is True
+
+
+def test_a_compiler_bug_in_a_cohort_is_confined_and_reported(monkeypatch: Any) -> None:
+    original = Compiler.compile_group
+
+    def broken(self: Compiler, raw: Any) -> Any:
+        if raw == {"type": "AND", "values": [], "bug": True}:
+            raise KeyError("bug")
+        return original(self, raw)
+
+    monkeypatch.setattr(Compiler, "compile_group", broken)
+    cohort = {"key": "id", "value": 1, "type": "cohort"}
+    snapshot = parse_definitions({
+        "flags": [flag("a", condition(cohort))],
+        "cohorts": {"1": {"type": "AND", "values": [], "bug": True}, "2": {}},
+    })  # fmt: skip
+    assert len(snapshot.errors) == 1 and snapshot.errors[0].startswith("cohort 1:")
+    result = evaluate(snapshot, "a", EvaluationContext("u"))
+    assert result.reason.inconclusive is InconclusiveReason.REQUIRES_SERVER
+
+
+def test_a_compiler_bug_outside_flags_and_cohorts_raises(monkeypatch: Any) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(compiler_module, "_flags_on_dependency_cycles", broken)
+    with pytest.raises(RuntimeError):
+        parse_definitions({"flags": [flag("a")]})
+    assert not parse_definitions([]).loaded  # not definitions at all: no error, nothing loaded
 
 
 def test_dependency_chain_is_checked() -> None:

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from typing import Any, List
 
 import pytest
@@ -174,7 +173,8 @@ def test_endpoint_down_then_up_drains_the_backlog(make_client, live_server):
     live_server.set_down(True)
     client = make_client(max_retries=20, retry_max_delay=0.2)
     uuids = capture_many(client, 30)
-    time.sleep(0.8)
+    # Two attempts met the dead endpoint: the backlog has been retried at least once.
+    assert live_server.wait_for_requests(2, path="/batch/", timeout=10)
     live_server.set_down(False)
     assert client.flush(15)
     assert set(live_server.uuids()) == set(uuids)
@@ -237,10 +237,22 @@ def test_a_client_created_before_fork_works_in_the_child(live_server):
 def test_a_batch_in_flight_or_retrying_at_exit_is_still_delivered(live_server):
     live_server.enqueue(RetryAfter(503, seconds=1.5))
     result = run_script(live_server, """
-        import time
+        import logging, threading
+
+        retrying = threading.Event()
+
+        class Retrying(logging.Handler):
+            def emit(self, record):
+                if "retrying in" in record.getMessage():
+                    retrying.set()
+
+        logger = logging.getLogger("productos")
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(Retrying())
         for i in range(10):
             client.capture("retrying at exit", distinct_id=str(i))
-        time.sleep(0.9)  # the first attempt failed; the batch now waits to be retried
+        # The first attempt failed: the batch now waits (Retry-After) to be sent again.
+        assert retrying.wait(10), "the first attempt never failed"
         stats = client.stats()
         assert stats["queued"] == 0 and stats["in_flight"] == 10, stats
     """)

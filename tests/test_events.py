@@ -9,6 +9,7 @@ import enum
 import json
 import uuid as uuid_mod
 from pathlib import PurePosixPath
+from types import MappingProxyType
 
 import pytest
 
@@ -172,3 +173,37 @@ def test_lone_surrogates_become_valid_utf8():
     data, problems = dumps({"s": "bad \ud800 text"})
     assert json.loads(data.decode("utf-8"))["s"] == "bad ? text"
     assert problems
+
+
+@pytest.mark.parametrize("defer", [True, False])
+@pytest.mark.parametrize("properties, top_level, system", [
+    ({"a": 1, "b": [1, 2], "c": {"d": None}}, None, True),
+    ({}, None, True),
+    (None, None, False),
+    ({"$lib": "spoofed", "x": 1}, None, True),  # a constant key: merged in full
+    (MappingProxyType({"m": "mapping, not a dict"}), None, True),
+    (None, {"$set": {"plan": "pro"}, "$set_once": {"first": 1}}, False),
+])
+def test_the_templated_encoding_is_the_message_as_json(defer, properties, top_level, system):
+    builder = EventBuilder(super_properties=None, defer_constants=defer)
+    draft = builder.draft("e\u00e9", "user-1", properties, top_level=top_level, system=system)
+    data, problems = builder.encode(draft)
+    assert problems == []
+    assert json.loads(data) == builder.message(draft)
+    assert builder.message(draft)["properties"]["$lib"] == "productos-python"
+
+
+def test_unencodable_properties_fall_back_to_the_sanitiser():
+    builder = EventBuilder(defer_constants=True)
+    draft = builder.draft("e", "u", {"ok": 1, "bad": Unknown(), "nan": float("nan")})
+    data, problems = builder.encode(draft)
+    props = json.loads(data)["properties"]
+    assert props["ok"] == 1 and props["nan"] is None and "bad" not in props
+    assert props["$lib"] == "productos-python" and len(problems) == 1
+
+
+def test_an_event_without_a_person_gets_a_random_v4_id():
+    message = EventBuilder().build("e", None, {"a": 1})
+    person = uuid_mod.UUID(message["distinct_id"])
+    assert person.version == 4 and person.variant == uuid_mod.RFC_4122
+    assert message["properties"]["$process_person_profile"] is False

@@ -8,10 +8,15 @@ from typing import Any, List, Optional, Sequence
 
 import pytest
 
-from productos._flags.definitions import Snapshot, parse_definitions
 from productos._flags.remote import RemoteFlags, parse_flags_response
 from productos._flags.service import FlagService, called_event_properties, flags_for_event
-from productos.flags import EvaluationContext, InconclusiveReason, ReasonCode
+from productos.flags import (
+    EvaluationContext,
+    InconclusiveReason,
+    ReasonCode,
+    Snapshot,
+    parse_definitions,
+)
 
 DEFINITIONS = json.loads((Path(__file__).parent / "data" / "sample_definitions.json").read_text())
 

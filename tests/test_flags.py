@@ -9,18 +9,19 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from productos import flags as flags_module
-from productos._flags.definitions import Snapshot, parse_definitions
+from productos._flags import evaluator
 from productos.flags import (
     EvaluationContext,
     FlagResult,
     InconclusiveReason,
     ReasonCode,
+    Snapshot,
     evaluate,
     evaluate_all,
     evaluate_values,
     explain,
     flag_hash,
+    parse_definitions,
     payload_of,
 )
 
@@ -790,13 +791,13 @@ class TestEvaluateValues:
             flag("other", cond(depends("base", True))),
         )
         calls: List[str] = []
-        original = flags_module._fast_flag
+        original = evaluator._walk
 
-        def counting(compiled: Any, ev: Any) -> FlagResult:
+        def counting(compiled: Any, ctx: Any, ev: Any, tracer: Any) -> FlagResult:
             calls.append(compiled.key)
-            return original(compiled, ev)
+            return original(compiled, ctx, ev, tracer)
 
-        monkeypatch.setattr(flags_module, "_fast_flag", counting)
+        monkeypatch.setattr(evaluator, "_walk", counting)
         values = evaluate_values(snapshot, EvaluationContext("u"))
         assert values == {"top": True, "mid": True, "base": True, "other": True}
         assert sorted(calls) == ["base", "mid", "other", "top"]

@@ -14,14 +14,15 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import pytest
 
-from productos._flags.definitions import Snapshot, parse_definitions
 from productos.flags import (
     EvaluationContext,
     FlagResult,
     InconclusiveReason,
+    Snapshot,
     evaluate,
     evaluate_all,
     evaluate_values,
+    parse_definitions,
 )
 
 DATA = Path(__file__).parent / "data"

@@ -14,6 +14,11 @@ import pytest
 import productos
 from productos.flags import ReasonCode
 
+try:
+    from tests.support import wait_until
+except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
+    from support import wait_until  # type: ignore
+
 DATA = Path(__file__).parent / "data" / "sample_definitions.json"
 DEFINITIONS = json.loads(DATA.read_text())
 
@@ -127,10 +132,7 @@ def test_definitions_change_mid_run_and_the_snapshot_swaps(make_client, live_ser
     changed = copy.deepcopy(DEFINITIONS)
     changed["flags"][0]["active"] = False
     live_server.set_definitions(changed)
-    deadline = time.monotonic() + 10
-    while client.feature_enabled("simple", "user-1") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert client.feature_enabled("simple", "user-1") is False
+    assert wait_until(lambda: client.feature_enabled("simple", "user-1") is False, timeout=10)
     conditional = [r for r in live_server.requests_for("/flags/definitions")
                    if r.headers.get("If-None-Match")]
     assert conditional and any(r.response_status == 304 for r in conditional)
@@ -140,6 +142,7 @@ def test_many_threads_evaluate_while_definitions_swap(make_client, live_server):
     client = make_client(poll_interval=0.02)
     client.load_feature_flags()
     errors: List[BaseException] = []
+    seen: set = set()
     stop = threading.Event()
 
     def evaluate() -> None:
@@ -148,6 +151,7 @@ def test_many_threads_evaluate_while_definitions_swap(make_client, live_server):
                 value = client.get_feature_flag("simple", "user-1",
                                                 send_feature_flag_events=False)
                 assert value in (True, False)
+                seen.add(value)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -158,11 +162,15 @@ def test_many_threads_evaluate_while_definitions_swap(make_client, live_server):
         changed = copy.deepcopy(DEFINITIONS)
         changed["flags"][0]["active"] = i % 2 == 0
         live_server.set_definitions(changed)
-        time.sleep(0.02)
+        fetched = len(live_server.requests_for("/flags/definitions"))
+        # The next poll starts after the change; once the one after it starts, it is done.
+        assert live_server.wait_for_requests(fetched + 2, path="/flags/definitions",
+                                             timeout=10)
     stop.set()
     for thread in threads:
         thread.join(5)
     assert errors == []
+    assert seen == {True, False}  # the readers really ran across swaps
 
 
 def test_wrong_personal_key_clears_definitions_and_falls_back(make_client, live_server, caplog):

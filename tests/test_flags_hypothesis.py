@@ -1,4 +1,9 @@
-"""Property-based tests: odd definitions and odd properties never raise, and answers are stable."""
+"""Property-based tests: odd definitions and odd properties never raise, and answers are stable.
+
+Every test also checks that the compiler did its job (``Snapshot.errors`` is empty and every
+flag of the input was compiled) and counts what it evaluated, so a compiler that crashed, or
+left a flag out, fails the test instead of leaving it nothing to check.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,16 @@ from typing import Any, Dict, List
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from productos._flags.definitions import Snapshot, parse_definitions
 from productos.flags import (
     EvaluationContext,
     FlagResult,
     ReasonCode,
+    Snapshot,
     evaluate,
     evaluate_all,
     evaluate_values,
     explain,
+    parse_definitions,
     payload_of,
 )
 
@@ -184,13 +190,30 @@ def _check(result: FlagResult) -> None:
     assert isinstance(explain(result), str)
 
 
+def _expected_keys(raw: Any) -> List[str]:
+    """The flag keys a definitions body holds, in order (a repeated key counts once)."""
+    flags = raw.get("flags") if isinstance(raw, dict) else None
+    if not isinstance(flags, list):
+        return []
+    keys = [item.get("key") for item in flags if isinstance(item, dict)]
+    return list(dict.fromkeys(key for key in keys if isinstance(key, str)))
+
+
+def _compiled(raw: Any) -> Snapshot:
+    """The snapshot of ``raw``, after checking that every flag of it compiled."""
+    snapshot = parse_definitions(raw)
+    assert isinstance(snapshot, Snapshot)
+    assert snapshot.errors == ()
+    assert snapshot.loaded == isinstance(raw, dict)
+    assert list(snapshot.flags) == _expected_keys(raw)
+    return snapshot
+
+
 @SETTINGS
 @given(raw=json_values)
 def test_parse_never_raises_on_any_json(raw: Any) -> None:
-    snapshot = parse_definitions(raw)
-    assert isinstance(snapshot, Snapshot)
-    result = evaluate(snapshot, "a", EvaluationContext("u"))
-    _check(result)
+    snapshot = _compiled(raw)
+    _check(evaluate(snapshot, "a", EvaluationContext("u")))
 
 
 @SETTINGS
@@ -198,27 +221,32 @@ def test_parse_never_raises_on_any_json(raw: Any) -> None:
     raw=st.dictionaries(st.sampled_from(["flags", "cohorts", "group_type_mapping"]), json_values)
 )
 def test_parse_never_raises_on_odd_sections(raw: Dict[str, Any]) -> None:
-    snapshot = parse_definitions(raw)
-    assert snapshot.loaded
+    snapshot = _compiled(raw)
+    evaluated = 0
     for key in snapshot.flags:
         _check(evaluate(snapshot, key, EvaluationContext("u")))
+        evaluated += 1
+    assert evaluated == len(_expected_keys(raw))
 
 
 @SETTINGS
 @given(body=definitions(), ctx=contexts())
 def test_random_definitions_never_raise(body: Dict[str, Any], ctx: EvaluationContext) -> None:
-    snapshot = parse_definitions(body)
+    snapshot = _compiled(body)
+    evaluated = 0
     for key in snapshot.flags:
         _check(evaluate(snapshot, key, ctx))
+        evaluated += 1
+    assert evaluated == len(body["flags"]) > 0
 
 
 @SETTINGS
 @given(body=definitions(), ctx=contexts())
 def test_evaluation_is_deterministic(body: Dict[str, Any], ctx: EvaluationContext) -> None:
-    first = parse_definitions(body)
-    second = parse_definitions(body)
+    first = _compiled(body)
+    second = _compiled(body)
     all_results = evaluate_all(first, ctx)
-    assert list(all_results) == list(first.flags)
+    assert list(all_results) == list(first.flags) == [flag["key"] for flag in body["flags"]]
     for key in first.flags:
         once = evaluate(first, key, ctx)
         again = evaluate(second, key, ctx)
@@ -248,7 +276,8 @@ def _essentials(result: FlagResult) -> Any:
 def test_value_only_paths_agree_with_the_detailed_one(
     body: Dict[str, Any], ctx: EvaluationContext, implicit: bool
 ) -> None:
-    snapshot = parse_definitions(body)
+    snapshot = _compiled(body)
+    assert len(snapshot.flags) == len(body["flags"]) > 0
     detailed_all = evaluate_all(snapshot, ctx, implicit_properties=implicit)
     fast_all = evaluate_all(snapshot, ctx, detail=False, implicit_properties=implicit)
     values = evaluate_values(snapshot, ctx, implicit_properties=implicit)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from typing import Any, Dict, List
 
 import pytest
@@ -14,8 +13,10 @@ import productos
 
 try:
     from tests.server import Respond
+    from tests.support import wait_until
 except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
     from server import Respond  # type: ignore
+    from support import wait_until  # type: ignore
 
 FAST = {"retry_base_delay": 0.02, "retry_max_delay": 0.1, "max_retries": 1}
 
@@ -37,11 +38,13 @@ def test_join_racing_shutdown_returns(live_server, tmp_path, spool):
         options["spool_path"] = str(tmp_path / "spool.db")
     for round_ in range(3):
         client = productos.Client("phc_race", host=live_server.url, **options)
+        sent_before = len(live_server.requests_for("/batch/"))
         for i in range(20):
             client.capture("race", distinct_id=str(i))
         stopper = threading.Thread(target=client.shutdown, args=(5,), daemon=True)
         stopper.start()
-        time.sleep(0.1)  # shutdown's last round is now on the wire
+        # shutdown's last round is now on the wire (the server holds it for 0.3 s)
+        assert live_server.wait_for_requests(sent_before + 1, path="/batch/", timeout=10)
         assert finishes(client.join), f"join() hung after shutdown (round {round_})"
         stopper.join(10)
         assert not stopper.is_alive()
@@ -90,9 +93,12 @@ def test_children_forked_while_threads_capture_never_deadlock(live_server):
                               flush_interval=30, flush_at=10_000, on_drop=lambda *a: None)
     stop = threading.Event()
 
+    calls = [0]
+
     def hammer() -> None:
         while not stop.is_set():
             client.capture("busy", distinct_id="t")
+            calls[0] += 1
 
     threads = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
     for thread in threads:
@@ -101,7 +107,8 @@ def test_children_forked_while_threads_capture_never_deadlock(live_server):
     forks = 0
     try:
         for _ in range(25):
-            time.sleep(0.01)
+            # Fork only while the app threads are busy capturing (and holding locks).
+            assert wait_until(lambda mark=calls[0]: calls[0] > mark + 20, timeout=10)
             pid = os.fork()
             if pid == 0:  # the child: drop, count, read the books, then leave
                 try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,21 @@ import responses
 
 from productos import errors
 from productos._delivery.transport import Transport
-from productos._flags.definitions import Snapshot, parse_definitions
-from productos._flags.poller import (
-    Poller,
-    SnapshotHolder,
-    SourceState,
-    load_definitions_file,
-    payload_for,
-)
-from productos._flags.remote import (
+from productos._flags.poller import Poller, SnapshotHolder, SourceState
+from productos._flags.remote import RemoteFlagsRequester, parse_flags_response
+from productos._flags.service import payload_for
+from productos._flags.source import (
     DefinitionsFetch,
     DefinitionsRequester,
-    RemoteFlagsRequester,
-    parse_flags_response,
+    FetchOutcome,
+    load_definitions_file,
 )
+from productos.flags import Snapshot, parse_definitions
+
+try:
+    from tests.support import wait_until
+except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
+    from support import wait_until  # type: ignore
 
 HOST = "https://flags.example.test"
 DATA = Path(__file__).parent / "data" / "sample_definitions.json"
@@ -44,8 +44,8 @@ def test_definitions_request_shape_and_etag():
     requester = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal")
     first = requester.fetch()
     second = requester.fetch(first.etag)  # the caller, not the requester, keeps the ETag
-    assert first.outcome == "ok" and first.data == DEFINITIONS and first.etag == '"v1"'
-    assert second.outcome == "not_modified" and second.etag == '"v1"'
+    assert first.outcome is FetchOutcome.OK and first.data == DEFINITIONS and first.etag == '"v1"'
+    assert second.outcome is FetchOutcome.NOT_MODIFIED and second.etag == '"v1"'
     call1, call2 = responses.calls
     assert call1.request.headers["Authorization"] == "Bearer phx_personal"
     assert "If-None-Match" not in call1.request.headers
@@ -58,21 +58,22 @@ def test_definitions_fall_back_to_the_legacy_path_on_404():
     responses.get(f"{HOST}/flags/definitions", status=404)
     responses.get(f"{HOST}/api/feature_flag/local_evaluation/", json=DEFINITIONS)
     requester = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal")
-    assert requester.fetch().outcome == "ok"
-    assert requester.fetch().outcome == "ok"
+    assert requester.fetch().outcome is FetchOutcome.OK
+    assert requester.fetch().outcome is FetchOutcome.OK
     paths = [c.request.path_url.split("?")[0] for c in responses.calls]
     assert paths == ["/flags/definitions", "/api/feature_flag/local_evaluation/",
                      "/api/feature_flag/local_evaluation/"]  # remembered
 
 
 @pytest.mark.parametrize("status, outcome", [
-    (401, "unauthorized"), (403, "unauthorized"), (402, "quota_limited"), (500, "error"),
+    (401, FetchOutcome.UNAUTHORIZED), (403, FetchOutcome.UNAUTHORIZED),
+    (402, FetchOutcome.QUOTA_LIMITED), (500, FetchOutcome.ERROR),
 ])
 @responses.activate
 def test_definitions_statuses_are_classified(status, outcome):
     responses.get(f"{HOST}/flags/definitions", status=status, json={"detail": "no"})
     fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_secret_key").fetch()
-    assert fetch.outcome == outcome
+    assert fetch.outcome is outcome
     assert "phx_secret_key" not in str(fetch.error)
 
 
@@ -81,7 +82,7 @@ def test_definitions_statuses_are_classified(status, outcome):
 def test_a_200_without_a_flag_list_is_an_error(body):
     responses.get(f"{HOST}/flags/definitions", json=body, headers={"ETag": '"bad"'})
     fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal").fetch()
-    assert fetch.outcome == "error" and fetch.data is None and fetch.etag is None
+    assert fetch.outcome is FetchOutcome.ERROR and fetch.data is None and fetch.etag is None
     assert "'flags' list" in str(fetch.error) or "not a JSON object" in str(fetch.error)
 
 
@@ -89,14 +90,14 @@ def test_a_200_without_a_flag_list_is_an_error(body):
 def test_an_empty_flag_list_is_ok():
     responses.get(f"{HOST}/flags/definitions", json={"flags": []})
     assert DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal").fetch().outcome \
-        == "ok"
+        is FetchOutcome.OK
 
 
 @responses.activate
 def test_a_304_to_an_unconditional_request_is_an_error():
     responses.get(f"{HOST}/flags/definitions", status=304)
     fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal").fetch()
-    assert fetch.outcome == "error"
+    assert fetch.outcome is FetchOutcome.ERROR
 
 
 @responses.activate
@@ -104,7 +105,7 @@ def test_definitions_network_failure_is_an_error_outcome():
     responses.get(f"{HOST}/flags/definitions",
                   body=requests.exceptions.ConnectionError("refused"))
     fetch = DefinitionsRequester(Transport(HOST), "phc_project", "phx_personal").fetch()
-    assert fetch.outcome == "error" and isinstance(fetch.error, errors.ConnectError)
+    assert fetch.outcome is FetchOutcome.ERROR and isinstance(fetch.error, errors.ConnectError)
 
 
 @responses.activate
@@ -166,7 +167,7 @@ class ScriptedFetch:
         self.calls += 1
         self.etags.append(etag)
         answer = (self.answers.pop(0) if self.answers
-                  else DefinitionsFetch("not_modified", etag=etag))
+                  else DefinitionsFetch(FetchOutcome.NOT_MODIFIED, etag=etag))
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -178,7 +179,7 @@ def make_poller(fetch):
 
 
 def test_ok_swaps_in_a_new_snapshot_and_304_keeps_it():
-    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+    fetch = ScriptedFetch(DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'))
     poller, holder = make_poller(fetch)
     assert poller.poll_once().state is SourceState.VALID
     first = holder.get()
@@ -189,8 +190,8 @@ def test_ok_swaps_in_a_new_snapshot_and_304_keeps_it():
 
 
 def test_the_etag_is_sent_only_while_its_snapshot_is_in_force():
-    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
-                          DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+    fetch = ScriptedFetch(DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'),
+                          DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'))
     poller, holder = make_poller(fetch)
     poller.poll_once()
     holder.swap(parse_definitions({"flags": []}))  # e.g. set_flag_definitions()
@@ -206,11 +207,11 @@ def test_a_304_after_the_snapshot_changed_mid_request_refetches_in_full():
     def fetch(etag):
         calls.append(etag)
         if len(calls) == 1:
-            return DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"')
+            return DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"')
         if len(calls) == 2:
             holder.swap(Snapshot.empty())  # replaced while the request was in flight
-            return DefinitionsFetch("not_modified", etag=etag)
-        return DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"')
+            return DefinitionsFetch(FetchOutcome.NOT_MODIFIED, etag=etag)
+        return DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"')
 
     poller = Poller(fetch, parse_definitions, holder, Snapshot.empty(), interval=30)
     poller.poll_once()
@@ -218,9 +219,15 @@ def test_a_304_after_the_snapshot_changed_mid_request_refetches_in_full():
     assert calls == [None, '"v1"', None] and holder.get().loaded
 
 
-def test_a_failed_parse_remembers_no_etag():
-    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
-                          DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+def expect_swallowed(internal_errors, *texts):
+    """Check that exactly these errors were logged and contained, then forget them."""
+    assert [str(exc) for exc in internal_errors] == list(texts)
+    internal_errors.clear()
+
+
+def test_a_failed_parse_remembers_no_etag(internal_errors):
+    fetch = ScriptedFetch(DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'),
+                          DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'))
     parsed = []
 
     def parse(data):
@@ -234,6 +241,7 @@ def test_a_failed_parse_remembers_no_etag():
     assert poller.poll_once().state is SourceState.INTERRUPTED
     assert poller.poll_once().state is SourceState.VALID and holder.get().loaded
     assert fetch.etags == [None, None]  # never a 304 for a body that was never applied
+    expect_swallowed(internal_errors, "a bug in the parser")
 
 
 class SlowFirstParse:
@@ -274,23 +282,24 @@ def _queue_a_poll_behind_a_slow_parse(fetch, parse):
 
 def test_polls_never_overlap_and_a_first_load_is_shared():
     """The background poll parses slowly; a concurrent poll_once waits, then uses its result."""
-    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+    fetch = ScriptedFetch(DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'))
     status, holder = _queue_a_poll_behind_a_slow_parse(fetch, SlowFirstParse())
     assert status.state is SourceState.VALID and holder.get().loaded
     assert fetch.etags == [None]  # no second round trip for the same first load
 
 
-def test_a_poll_queued_behind_a_failed_first_load_fetches_itself():
-    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
-                          DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'))
+def test_a_poll_queued_behind_a_failed_first_load_fetches_itself(internal_errors):
+    fetch = ScriptedFetch(DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'),
+                          DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'))
     status, holder = _queue_a_poll_behind_a_slow_parse(fetch, SlowFirstParse(fail_first=True))
     assert status.state is SourceState.VALID and holder.get().loaded
     assert fetch.etags == [None, None]  # its own, full request: the failed body left no ETag
+    expect_swallowed(internal_errors, "a bug in the parser")
 
 
 def test_after_the_first_load_a_queued_poll_fetches_again():
-    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
-                          DefinitionsFetch("ok", data=DEFINITIONS, etag='"v2"'))
+    fetch = ScriptedFetch(DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'),
+                          DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v2"'))
     holder = SnapshotHolder(Snapshot.empty())
     parse = SlowFirstParse()
     poller = Poller(fetch, parse, holder, Snapshot.empty(), interval=30)
@@ -322,8 +331,8 @@ def _queue_a_poll_behind_a_slow_parse_on(poller, fetch, parse):
 
 def test_an_interruption_is_logged_once_not_per_poll(caplog):
     error = errors.APIError(200, "the definitions body has no 'flags' list")
-    fetch = ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS, etag='"v1"'),
-                          *[DefinitionsFetch("error", error=error)] * 5)
+    fetch = ScriptedFetch(DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS, etag='"v1"'),
+                          *[DefinitionsFetch(FetchOutcome.ERROR, error=error)] * 5)
     poller, holder = make_poller(fetch)
     poller.poll_once()
     good = holder.get()
@@ -338,9 +347,9 @@ def test_an_interruption_is_logged_once_not_per_poll(caplog):
 def test_401_clears_definitions_with_one_clear_log_line(caplog):
     error = errors.AuthenticationError(401, "bad key")
     poller, holder = make_poller(ScriptedFetch(
-        DefinitionsFetch("ok", data=DEFINITIONS),
-        DefinitionsFetch("unauthorized", error=error),
-        DefinitionsFetch("unauthorized", error=error)))
+        DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS),
+        DefinitionsFetch(FetchOutcome.UNAUTHORIZED, error=error),
+        DefinitionsFetch(FetchOutcome.UNAUTHORIZED, error=error)))
     poller.poll_once()
     with caplog.at_level(logging.ERROR, logger="productos"):
         poller.poll_once()
@@ -351,22 +360,23 @@ def test_401_clears_definitions_with_one_clear_log_line(caplog):
 
 
 def test_402_clears_definitions():
-    poller, holder = make_poller(ScriptedFetch(DefinitionsFetch("ok", data=DEFINITIONS),
-                                               DefinitionsFetch("quota_limited")))
+    poller, holder = make_poller(ScriptedFetch(DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS),
+                                               DefinitionsFetch(FetchOutcome.QUOTA_LIMITED)))
     poller.poll_once()
     assert poller.poll_once().state is SourceState.OFF and not holder.get().loaded
 
 
-def test_other_failures_keep_the_last_good_snapshot():
+def test_other_failures_keep_the_last_good_snapshot(internal_errors):
     poller, holder = make_poller(ScriptedFetch(
-        DefinitionsFetch("ok", data=DEFINITIONS),
-        DefinitionsFetch("error", error=errors.ConnectError("down")),
+        DefinitionsFetch(FetchOutcome.OK, data=DEFINITIONS),
+        DefinitionsFetch(FetchOutcome.ERROR, error=errors.ConnectError("down")),
         RuntimeError("a bug in a fetcher")))
     poller.poll_once()
     good = holder.get()
     assert poller.poll_once().state is SourceState.INTERRUPTED
     assert poller.poll_once().state is SourceState.INTERRUPTED  # survived the exception
     assert holder.get() is good
+    expect_swallowed(internal_errors, "a bug in a fetcher")
 
 
 def test_wait_ready_returns_after_the_first_attempt_even_if_it_failed():
@@ -374,7 +384,7 @@ def test_wait_ready_returns_after_the_first_attempt_even_if_it_failed():
 
     def slow_fetch(etag=None) -> DefinitionsFetch:
         gate.wait(5)
-        return DefinitionsFetch("error", error=errors.TimeoutError("slow"))
+        return DefinitionsFetch(FetchOutcome.ERROR, error=errors.RequestTimeoutError("slow"))
 
     poller, _ = make_poller(slow_fetch)
     poller.start()
@@ -391,14 +401,10 @@ def test_the_loop_polls_until_stopped():
                     jitter=0.5)
     poller.start()
     poller.start()  # idempotent
-    deadline = time.monotonic() + 5
-    while fetch.calls < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: fetch.calls >= 5, timeout=5)
     poller.stop()
-    calls = fetch.calls
-    assert calls >= 5
-    time.sleep(0.05)
-    assert fetch.calls == calls
+    # stop() joined the loop's thread: no poll can follow, so the count is final.
+    assert poller._thread is not None and not poller._thread.is_alive()
 
 
 # --- offline definitions file ---------------------------------

@@ -9,8 +9,17 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pytest
+
+import productos
+from productos._runtime import lifecycle
+
+try:
+    from tests.support import wait_until
+except ModuleNotFoundError:  # plain `pytest` with rootdir-relative imports
+    from support import wait_until  # type: ignore
 
 
 def python_env() -> dict:
@@ -109,14 +118,15 @@ def serve_fifty_requests_then_sigterm(command, port: int, cwd, sink_url: str) ->
                             stderr=subprocess.STDOUT, text=True, env=env)
     try:
         url = f"http://127.0.0.1:{port}/hello"
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answers() -> bool:
             try:
                 requests.get(url, timeout=2)
-                break
             except requests.ConnectionError:
-                assert time.monotonic() < deadline, f"{command[0]} did not start"
-                time.sleep(0.1)
+                return False
+            return True
+
+        assert wait_until(answers, timeout=30), f"{command[0]} did not start"
         for _ in range(49):
             assert requests.get(url, timeout=5).status_code == 200
     finally:
@@ -172,3 +182,85 @@ def test_uwsgi_workers_deliver_their_events_on_sigterm(live_server, tmp_path, la
     assert len(requests_seen) == 50, output[-2000:]
     uuids = live_server.uuids()
     assert len(uuids) == len(set(uuids))
+
+
+# --------------------------------------------------------------------------- drain_all
+
+
+class _BrokenClient:
+    """A Drainable whose flush fails: drain_all must log it and go on to the others."""
+
+    disabled = True
+    options = types.SimpleNamespace(shutdown_timeout=1.0)
+
+    def flush(self, timeout=None):
+        raise RuntimeError("flush broke")
+
+    def shutdown(self, timeout=None):
+        return True
+
+    def stats(self):
+        return {"queued": 0, "in_flight": 0}
+
+    def reset_after_fork(self):
+        pass
+
+
+def test_drain_all_flushes_every_live_client_and_leaves_them_usable(live_server):
+    clients = [productos.Client("phc_drain", host=live_server.url, flush_interval=60,
+                                flush_at=100_000) for _ in range(2)]
+    try:
+        for n, client in enumerate(clients):
+            for i in range(5):
+                client.capture("queued", distinct_id=f"c{n}-{i}")
+        assert live_server.events == []  # nothing goes out on its own within the test
+        assert productos.drain_all(10) is True
+        assert len(live_server.events) == 10
+        assert all(c.stats()["queued"] == 0 for c in clients)
+        clients[0].capture("after the drain", distinct_id="u")  # flushed, not shut down
+        assert clients[0].flush(10)
+        assert live_server.events[-1]["event"] == "after the drain"
+    finally:
+        for client in clients:
+            client.shutdown(5)
+
+
+def test_drain_all_goes_on_past_a_client_that_fails(live_server, internal_errors):
+    broken = _BrokenClient()
+    lifecycle.track(broken)
+    client = productos.Client("phc_drain", host=live_server.url, flush_interval=60,
+                              flush_at=100_000)
+    try:
+        client.capture("queued", distinct_id="u")
+        assert productos.drain_all(10) is False  # one client did not settle
+        assert [e["event"] for e in live_server.events] == ["queued"]
+        assert [str(e) for e in internal_errors] == ["flush broke"]  # logged, not raised
+        internal_errors.clear()
+    finally:
+        lifecycle.untrack(broken)
+        client.shutdown(5)
+
+
+def test_drain_all_says_when_time_ran_out(live_server):
+    live_server.set_delay(3)
+    client = productos.Client("phc_drain", host=live_server.url, flush_interval=60,
+                              flush_at=100_000, max_retries=0)
+    try:
+        client.capture("slow", distinct_id="u")
+        assert productos.drain_all(0.3) is False
+    finally:
+        live_server.set_delay(0)
+        client.shutdown(10)
+
+
+def test_drain_all_takes_a_bad_timeout_without_raising(live_server, caplog):
+    client = productos.Client("phc_drain", host=live_server.url, flush_interval=60,
+                              flush_at=100_000)
+    try:
+        client.capture("queued", distinct_id="u")
+        with caplog.at_level("WARNING", logger="productos"):
+            assert productos.drain_all("soon") is True  # type: ignore[arg-type]
+        assert "drain_all(timeout='soon')" in caplog.text
+        assert [e["event"] for e in live_server.events] == ["queued"]
+    finally:
+        client.shutdown(5)

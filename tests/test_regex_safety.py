@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import productos
-from productos._flags.definitions import RegexFilter, parse_definitions
-from productos._flags.regex_safety import analyse_pattern, regex_engine, set_regex_engine
+from productos._flags.filters import RegexFilter
+from productos._flags.regex_engine import regex_engine, set_regex_engine
+from productos._flags.regex_safety import analyse_pattern
 from productos.cli import main
-from productos.flags import FlagResult, InconclusiveReason, ReasonCode, explain
+from productos.flags import FlagResult, InconclusiveReason, ReasonCode, explain, parse_definitions
 
 LENGTHS = (25, 1_000, 10_000)
 FLAG = "regex-flag"

@@ -63,13 +63,20 @@ def test_context_manager_binds_loopback_and_stops() -> None:
         requests.get(url + "/nope", timeout=1)
 
 
-def test_stop_is_quick_with_idle_keepalive_connection() -> None:
+def test_stop_closes_an_idle_keepalive_connection() -> None:
     server = LoopbackServer().start()
+    httpd = server._httpd
+    assert httpd is not None
     session = requests.Session()
     assert post_batch(server, [make_event()], session=session).status_code == 200
-    started = time.monotonic()
+    with httpd._conns_lock:
+        (handler,) = httpd._conns  # the connection stays open, its thread waiting for more
+    assert handler.is_alive()
+    # The idle timeout is 30 s and stop() waits at most 5: the thread ends only if stop()
+    # shut the connection down itself.
     server.stop()
-    assert time.monotonic() - started < 1.0
+    assert not handler.is_alive()
+    assert httpd._conns == {}
     session.close()
 
 
@@ -234,13 +241,25 @@ def test_fail_rate_is_seeded_and_deterministic(live_server: LoopbackServer) -> N
 
 
 def test_wait_for_events_timeout_and_wakeup(live_server: LoopbackServer) -> None:
-    started = time.monotonic()
     assert live_server.wait_for_events(1, timeout=0.1) is False
-    assert time.monotonic() - started < 0.5
-    timer = threading.Timer(0.1, post_batch, args=(live_server, [make_event()]))
-    timer.start()
-    assert live_server.wait_for_events(1, timeout=2.0) is True
-    timer.join(2)
+    woke: List[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(live_server.wait_for_events(1, 60)))
+    waiter.start()
+    assert post_batch(live_server, [make_event()]).status_code == 200
+    waiter.join(30)  # far less than its 60 s timeout: only the stored event can end the wait
+    assert not waiter.is_alive()
+    assert woke == [True]
+
+
+def test_wait_for_events_returns_when_the_server_stops() -> None:
+    server = LoopbackServer().start()
+    woke: List[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(server.wait_for_events(1, 60)))
+    waiter.start()
+    server.stop()
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert woke == [False]
 
 
 # --------------------------------------------------------------------------- flags

@@ -24,6 +24,11 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 import requests
 
+try:
+    from tests.support import wait_until
+except ModuleNotFoundError:  # plain `pytest` with rootdir-relative imports
+    from support import wait_until  # type: ignore
+
 APPS = Path(__file__).parent / "apps"
 REPO = Path(__file__).parent.parent
 
@@ -88,17 +93,17 @@ def serve_then_sigterm(command: Sequence[str], env: Dict[str, str], port: int, t
     slow_thread: Optional[threading.Thread] = None
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 40
-        while True:
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"{command} ended: {proc.communicate()[0][-3000:]}")
             try:
-                if requests.get(f"{base}/ping/", timeout=2).status_code == 200:
-                    break
+                return requests.get(f"{base}/ping/", timeout=2).status_code == 200
             except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"{command} did not start: {proc.communicate()[0][-3000:]}")
-            time.sleep(0.1)
+                return False
+
+        if not wait_until(answers, timeout=40):
+            proc.kill()
+            raise AssertionError(f"{command} did not start: {proc.communicate()[0][-3000:]}")
         for path in paths:
             answer = requests.get(f"{base}{path}", timeout=10)
             assert answer.status_code == 200, answer.text[:500]
@@ -110,10 +115,7 @@ def serve_then_sigterm(command: Sequence[str], env: Dict[str, str], port: int, t
 
             slow_thread = threading.Thread(target=slow_request, daemon=True)
             slow_thread.start()
-            deadline = time.monotonic() + 20
-            while not marker.exists():
-                assert time.monotonic() < deadline, "the slow request never started"
-                time.sleep(0.02)
+            assert wait_until(marker.exists, timeout=20), "the slow request never started"
     finally:
         if proc.poll() is None:
             if to_group:

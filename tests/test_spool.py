@@ -17,7 +17,9 @@ try:
     from tests.support import balanced, wait_until
 except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
     from support import balanced, wait_until  # type: ignore
-from productos._delivery.spool import Spool, SpoolBusyError
+from productos._delivery.spool import SpoolingSender
+from productos._delivery.spool_store import Spool, SpoolBusyError
+from productos.testing import RecordingSender
 
 try:
     from tests.server import Respond
@@ -77,13 +79,17 @@ def test_final_rejections_leave_the_spool_and_are_counted(make_client, live_serv
 
 def test_spool_max_bytes_evicts_the_oldest_and_counts(make_client, live_server):
     live_server.set_down(True)
-    client = make_client(spool_max_bytes=20_000)
+    reported: List[BaseException] = []
+    client = make_client(spool_max_bytes=20_000,
+                         on_error=lambda exc, batch: reported.append(exc))
     for i in range(100):
         client.capture("filler", distinct_id=str(i), properties={"pad": "x" * 500})
     assert not client.flush(10)  # the endpoint is down: what is left waits on disk
     stats = client.stats()
     assert stats["dropped"].get("spool_full", 0) > 0
     assert balanced(stats)
+    # on_error hears of the eviction with productos' own error type, nothing else.
+    assert reported and {type(exc) for exc in reported} == {productos.errors.SpoolFullError}
 
 
 def test_shutdown_during_an_outage_keeps_events_for_the_next_run(
@@ -109,6 +115,23 @@ def test_a_second_owner_of_the_same_file_is_refused(spool_path):
         Spool(spool_path)
     first.close()
     Spool(spool_path).close()  # free again once the owner let go
+
+
+def test_the_spooling_sender_stores_locally_only_while_it_owns_the_file(spool_path):
+    def sender() -> SpoolingSender:
+        return SpoolingSender(RecordingSender(), spool_path, max_bytes=1_000_000,
+                              max_batch_size=100, max_batch_bytes=500_000,
+                              account=lambda outcome: None, background=False)
+
+    owner, other = sender(), sender()
+    try:
+        # The consumer waits for the owner's writes; the other one sends from memory.
+        assert owner.stores_locally is True
+        assert other.stores_locally is False
+    finally:
+        owner.close()
+        other.close()
+    assert owner.stores_locally is False  # once closed, batches would go to the network
 
 
 def run_child(server, spool_path: str, body: str) -> subprocess.Popen:
@@ -156,10 +179,17 @@ def test_kill_9_then_restart_sends_what_was_pending(live_server, spool_path):
     assert len(got) == len(set(got)) == 300  # each event once, with its original uuid
 
 
-def test_two_processes_on_one_file_never_send_an_event_twice(live_server, spool_path):
-    body = """
+def test_two_processes_on_one_file_never_send_an_event_twice(live_server, spool_path,
+                                                              tmp_path):
+    # Each child says it holds its client, then waits until the other does too: both
+    # clients exist at the same time, whichever process starts first.
+    body = f"""
         uuids = [client.capture("proc", distinct_id=str(i)) for i in range(100)]
-        time.sleep(3)  # both processes hold their clients at the same time
+        open(os.path.join({str(tmp_path)!r}, "ready-%d" % os.getpid()), "w").close()
+        deadline = time.monotonic() + 30
+        while (len([n for n in os.listdir({str(tmp_path)!r}) if n.startswith("ready-")]) < 2
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
         client.shutdown(10)
         print(client.stats()["sent"])
     """

@@ -21,12 +21,11 @@ import responses
 import productos
 from productos import errors
 from productos._capture.events import EventBuilder, dumps
+from productos._delivery.batch_sender import BatchSender, RetryPolicy
 from productos._delivery.transport import (
     DEFAULT_HOST,
     USER_AGENT,
-    BatchSender,
     Response,
-    RetryPolicy,
     Transport,
     error_for,
     gzip_bytes,
@@ -274,7 +273,7 @@ def test_timeouts_exhausting_retries_report_a_timeout_error(rsps):
     sender, _ = make_sender(max_retries=1)
     outcome = sender.send(make_items(1))
     assert len(rsps.calls) == 2
-    assert isinstance(outcome.failures[0][1], errors.TimeoutError)
+    assert isinstance(outcome.failures[0][1], errors.RequestTimeoutError)
 
 
 def test_retried_events_keep_their_uuid_and_timestamp(rsps):
@@ -623,10 +622,16 @@ def test_transport_errors_never_contain_the_api_key(rsps):
     transport = Transport(HOST)
     with pytest.raises(errors.ConnectError) as connect:
         transport.post_json("/batch/", b"{}", gzip=False)
-    with pytest.raises(errors.TimeoutError) as timeout:
+    with pytest.raises(errors.RequestTimeoutError) as timeout:
         transport.request("GET", "/flags/definitions", params={"token": KEY})
     for exc in (connect.value, timeout.value):
         assert KEY not in str(exc)
+
+
+def test_a_request_timeout_has_its_own_name_beside_the_builtin():
+    assert not hasattr(errors, "TimeoutError")  # no shadowing of the built-in name
+    assert issubclass(errors.RequestTimeoutError, errors.TransportError)
+    assert not issubclass(errors.RequestTimeoutError, TimeoutError)
 
 
 def test_a_rejected_batch_reports_a_key_free_error(rsps):

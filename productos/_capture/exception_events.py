@@ -22,6 +22,10 @@ import weakref
 from types import FrameType, TracebackType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
+from productos._capture.arguments import check_mapping
+from productos._capture.events import describe
+from productos.errors import EventError
+
 log = logging.getLogger("productos")
 
 CONTEXT_LINES = 5
@@ -49,6 +53,32 @@ def exception_properties(exc: BaseException, *, level: str = "error", handled: b
         # How the exception reached us: "generic" for capture_exception(), else the hook's name.
         "$exception_source": mechanism_type,
     }
+
+
+def exception_event_properties(exc: Optional[BaseException], properties: Any, *,
+                               level: str, handled: bool, mechanism: str,
+                               project_root: Optional[str]) -> Optional[Dict[str, Any]]:
+    """Return the properties of capture_exception()'s event, or None when there is none to make.
+
+    With exc None, the exception being handled is taken; an exception object already
+    captured is not captured again. ``properties`` are added over the exception's own.
+    """
+    if exc is None:
+        exc = sys.exc_info()[1]
+        if exc is None:
+            log.debug("productos: capture_exception() called with no exception")
+            return None
+    if not isinstance(exc, BaseException):
+        raise EventError(f"capture_exception() takes an exception, not {describe(exc)}")
+    if already_captured(exc):
+        return None
+    props = exception_properties(exc, level=level, handled=handled, mechanism_type=mechanism,
+                                 project_root=project_root)
+    mark_captured(exc)
+    extra = check_mapping("properties", properties)
+    if extra:
+        props.update(extra)
+    return props
 
 
 def already_captured(exc: BaseException) -> bool:
@@ -244,7 +274,7 @@ def _in_app(abs_path: Optional[str], root: Optional[str]) -> bool:
 # --- uncaught-exception hooks --------------------------------------------------------------
 
 
-class _Autocapture:
+class Autocapture:
     """Our links in the ``sys.excepthook`` and ``threading.excepthook`` chains."""
 
     def __init__(self, client: Any) -> None:
@@ -300,6 +330,6 @@ class _Autocapture:
                 threading.excepthook = self._previous_thread
 
 
-def install_autocapture(client: Any) -> _Autocapture:
+def install_autocapture(client: Any) -> Autocapture:
     """Chain sys.excepthook and threading.excepthook to capture uncaught exceptions."""
-    return _Autocapture(client)
+    return Autocapture(client)

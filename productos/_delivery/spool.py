@@ -20,224 +20,29 @@ and keeps its events in memory instead, so no event is ever sent twice by two ow
 
 If a write fails (disk full, file removed, I/O error) the batch is sent from memory, as
 without a spool; the failure is logged once with its cause, and again when writes work.
+
+The file itself (schema, rows, the ownership lock) is ``spool_store``; this module writes
+batches to it and sends them from it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from productos._delivery.transport import BatchOutcome
+from productos import errors
+from productos._delivery.outcome import BatchOutcome, DropReason
+from productos._delivery.spool_store import Spool, SpoolBusyError, SpooledRow
 from productos.consumer import Sender
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("productos")
 
 # Reasons after which a row may be retried later; every other drop is final.
-_KEEP_REASONS = frozenset({"retries_exhausted", "deadline_exceeded", "cancelled"})
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    body BLOB NOT NULL
-)
-"""
-
-
-class SpoolBusyError(RuntimeError):
-    """Another process owns this spool file."""
-
-
-@dataclass(frozen=True)
-class SpooledRow:
-    """One event read back from the spool."""
-
-    id: int
-    size: int
-    body: bytes
-    mine: bool  # written by this run (counted as captured here), not an earlier one
-
-
-@dataclass
-class SpoolCounts:
-    """Rows on disk, kept in memory so reading them costs no query (and survives close)."""
-
-    mine: int = 0
-    earlier: int = 0
-    bytes: int = 0
-
-
-class Spool:
-    """A FIFO of serialised events in one SQLite file (WAL mode), owned by one process."""
-
-    def __init__(self, path: str, max_bytes: int = 100 * 1024 * 1024) -> None:
-        self.path = os.path.abspath(path)
-        self.max_bytes = max_bytes
-        self.run = uuid.uuid4().hex  # tells this process's rows from those of earlier runs
-        self._lock_file = self._acquire_lock()
-        try:
-            self._db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False,
-                                       isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-            count, size = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events").fetchone()
-        except Exception:
-            self._release_lock()
-            raise
-        self._guard = threading.Lock()  # one statement at a time on the shared connection
-        self.counts = SpoolCounts(earlier=int(count), bytes=int(size))
-        self._closed = False
-
-    def _acquire_lock(self) -> Any:
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        handle = open(self.path + ".lock", "a+")  # noqa: SIM115 - held for the spool's life
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                handle.close()
-                raise SpoolBusyError(f"spool {self.path} is in use by another process") from exc
-        return handle
-
-    def _release_lock(self) -> None:
-        try:
-            self._lock_file.close()  # closing the descriptor drops the flock
-        except Exception:
-            pass
-
-    @property
-    def closed(self) -> bool:
-        """True once close() ran."""
-        return self._closed
-
-    def add(self, items: Sequence[bytes]) -> List[SpooledRow]:
-        """Append items in one transaction; return the rows evicted to stay within max_bytes.
-
-        Raises the database error when the write fails; nothing is then stored or evicted.
-        """
-        rows = [(self.run, len(body), body) for body in items]
-        added = sum(size for _, size, _ in rows)
-        with self._guard:
-            if self._closed:
-                raise sqlite3.ProgrammingError("the spool is closed")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO events (run, size, body) VALUES (?, ?, ?)", rows)
-                evicted = self._pick_evictions(self.counts.bytes + added)
-                self._delete_ids([row.id for row in evicted])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-            counts = self.counts
-            counts.mine += len(rows)
-            counts.bytes += added
-            self._forget(evicted)
-            return evicted
-
-    def _rollback(self) -> None:
-        try:
-            self._db.execute("ROLLBACK")
-        except sqlite3.Error:  # SQLite may have rolled back on its own (disk full)
-            pass
-
-    def _pick_evictions(self, total: int) -> List[SpooledRow]:
-        evicted: List[SpooledRow] = []
-        last_id = 0
-        while total > self.max_bytes:
-            found = self._db.execute(
-                "SELECT id, run, size, body FROM events WHERE id > ? ORDER BY id LIMIT 500",
-                (last_id,)).fetchall()
-            if not found:
-                break
-            for row_id, run, size, body in found:
-                if total <= self.max_bytes:
-                    break
-                evicted.append(SpooledRow(row_id, size, bytes(body), run == self.run))
-                total -= size
-                last_id = row_id
-        return evicted
-
-    def oldest(self, max_count: int, max_bytes: int, batches: int = 1) -> List[List[SpooledRow]]:
-        """Return up to ``batches`` batches of the oldest rows, each bounded by count and bytes."""
-        with self._guard:
-            if self._closed:
-                return []
-            found = self._db.execute(
-                "SELECT id, run, size, body FROM events ORDER BY id LIMIT ?",
-                (max_count * batches,)).fetchall()
-        result: List[List[SpooledRow]] = []
-        batch: List[SpooledRow] = []
-        total = 0
-        for row_id, run, size, body in found:
-            if batch and (len(batch) >= max_count or total + size + 1 > max_bytes):
-                result.append(batch)
-                if len(result) == batches:
-                    return result
-                batch, total = [], 0
-            batch.append(SpooledRow(row_id, size, bytes(body), run == self.run))
-            total += size + 1
-        if batch:
-            result.append(batch)
-        return result
-
-    def last_id(self) -> int:
-        """Return the id of the newest row (0 when empty)."""
-        with self._guard:
-            if self._closed:
-                return 0
-            return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
-
-    def delete(self, rows: Sequence[SpooledRow]) -> None:
-        """Remove rows the server has taken (or refused for good)."""
-        if not rows:
-            return
-        with self._guard:
-            if self._closed:
-                return
-            self._delete_ids([row.id for row in rows])
-            self._forget(rows)
-
-    def _delete_ids(self, ids: Sequence[int]) -> None:
-        if ids:
-            self._db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
-
-    def _forget(self, rows: Sequence[SpooledRow]) -> None:
-        counts = self.counts
-        for row in rows:
-            if row.mine:
-                counts.mine -= 1
-            else:
-                counts.earlier -= 1
-            counts.bytes -= row.size
-
-    def close(self) -> None:
-        """Close the database and give up ownership; the counts stay readable."""
-        with self._guard:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._db.close()
-            finally:
-                self._release_lock()
+_KEEP_REASONS = frozenset({DropReason.RETRIES_EXHAUSTED, DropReason.DEADLINE_EXCEEDED,
+                           DropReason.CANCELLED})
 
 
 @dataclass
@@ -247,10 +52,11 @@ class EarlierRuns:
     recovered: int = 0
     dropped: Dict[str, int] = field(default_factory=dict)
 
-    def drop(self, reason: str, count: int) -> None:
-        """Count earlier-run rows given up for reason."""
+    def drop(self, reason: DropReason, count: int) -> None:
+        """Count earlier-run rows given up for reason (kept under its plain string value)."""
         if count:
-            self.dropped[reason] = self.dropped.get(reason, 0) + count
+            key = str(reason)
+            self.dropped[key] = self.dropped.get(key, 0) + count
 
 
 Account = Callable[[BatchOutcome], None]
@@ -302,6 +108,11 @@ class SpoolingSender:
         """True while events go to disk (the file is open and owned by this process)."""
         return self.spool is not None and not self.spool.closed
 
+    @property
+    def stores_locally(self) -> bool:
+        """True while batches go to disk, not the network (see consumer.Sender)."""
+        return self.active
+
     def pending(self) -> Tuple[int, int]:
         """Rows waiting in the spool: (this run, earlier runs); last known after close."""
         spool = self.spool
@@ -328,8 +139,9 @@ class SpoolingSender:
         outcome = BatchOutcome()
         mine = [row.body for row in evicted if row.mine]
         if mine:
-            outcome.drop("spool_full", mine, RuntimeError("the spool reached spool_max_bytes"))
-        self.earlier.drop("spool_full", len(evicted) - len(mine))
+            outcome.drop(DropReason.SPOOL_FULL, mine,
+                         errors.SpoolFullError("the spool reached spool_max_bytes"))
+        self.earlier.drop(DropReason.SPOOL_FULL, len(evicted) - len(mine))
         self.delivery.notify_written()
         return outcome
 
@@ -359,31 +171,31 @@ class SpoolingSender:
         if spool is None:
             return True
         kept: Dict[int, None] = {}
-        final: Dict[int, str] = {}
-        errors: Dict[str, BaseException] = {}
+        final: Dict[int, DropReason] = {}
+        first_error: Dict[DropReason, BaseException] = {}
         for reason, error, failed in result.failures:
             ids = {id(body) for body in failed}
             if reason in _KEEP_REASONS:
                 kept.update(dict.fromkeys(ids))
             else:
                 final.update(dict.fromkeys(ids, reason))
-                errors.setdefault(reason, error)
+                first_error.setdefault(reason, error)
         done = [row for row in rows if id(row.body) not in kept]
         outcome = BatchOutcome(retries=result.retries)
-        by_reason: Dict[str, List[bytes]] = {}
+        by_reason: Dict[DropReason, List[bytes]] = {}
         for row in done:
-            reason = final.get(id(row.body))
-            if reason is None:
+            why = final.get(id(row.body))
+            if why is None:
                 if row.mine:
                     outcome.delivered += 1
                 else:
                     self.earlier.recovered += 1
             elif row.mine:
-                by_reason.setdefault(reason, []).append(row.body)
+                by_reason.setdefault(why, []).append(row.body)
             else:
-                self.earlier.drop(reason, 1)
+                self.earlier.drop(why, 1)
         for reason, bodies in by_reason.items():
-            outcome.drop(reason, bodies, errors[reason])
+            outcome.drop(reason, bodies, first_error[reason])
         with self.books:
             spool.delete(done)
             self._account(outcome)
@@ -608,7 +420,7 @@ class SpoolDelivery:
         except Exception as exc:  # a Sender broke its contract: keep the rows, say why
             log.exception("productos: sender raised while delivering spooled events")
             result = BatchOutcome()
-            result.drop("retries_exhausted", [row.body for row in rows], exc)
+            result.drop(DropReason.RETRIES_EXHAUSTED, [row.body for row in rows], exc)
         return owner.settle(rows, result)
 
 

@@ -3,6 +3,8 @@
 Counters here are written from the worker thread and from rare failure paths (a bad
 argument, a full queue), never from the hot path of a successful ``capture()``; the
 "captured" and "queued" figures are derived from the consumer instead of counted.
+The reasons are ``outcome.DropReason`` members; they are kept as their plain string values,
+so ``stats()["dropped"]`` is a dict of ``str`` keys.
 """
 
 from __future__ import annotations
@@ -13,22 +15,6 @@ import time
 from typing import Callable, Dict
 
 log = logging.getLogger("productos")
-
-DROP_REASONS = (
-    "invalid",            # bad arguments: no event name, properties not a mapping, ...
-    "unserializable",     # nothing JSON could be made of the event
-    "too_large",          # over 900 KiB, or alone in a batch the server refused as too large
-    "queue_full",         # the buffer was full
-    "after_shutdown",     # captured after shutdown()
-    "rejected",           # the server answered a final 4xx
-    "retries_exhausted",  # transient failures outlasted the retry policy
-    "deadline_exceeded",  # a flush/shutdown deadline ended the retries
-    "shutdown_timeout",   # still queued when shutdown's time ran out
-    "cancelled",          # retries abandoned by shutdown
-    "send_disabled",      # send=False: accepted, counted, never sent
-    "spool_full",         # the oldest spooled events, evicted to respect spool_max_bytes
-    "internal_error",     # a bug in productos; reported, never raised
-)
 
 
 class Stats:
@@ -51,8 +37,9 @@ class Stats:
 
     def add_dropped(self, reason: str, count: int, before_queue: bool = False) -> None:
         """Record events given up for reason."""
+        key = str(reason)  # a DropReason's plain value
         with self._lock:
-            self.dropped[reason] = self.dropped.get(reason, 0) + count
+            self.dropped[key] = self.dropped.get(key, 0) + count
             if before_queue:
                 self.rejected_before_queue += count
 

@@ -13,7 +13,6 @@ confirms definitions that are already in place, never ones another poll is still
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import random
 import threading
@@ -21,8 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
-from productos._flags.remote import DefinitionsFetch, definitions_body_problem
-from productos.errors import ConfigurationError
+from productos._flags.source import DefinitionsFetch, FetchOutcome
 
 log = logging.getLogger("productos")
 
@@ -166,7 +164,7 @@ class Poller(Generic[S]):
     def _poll(self) -> None:
         etag = self._etag_in_force()
         result = self._fetch(etag)
-        if result.outcome == "not_modified" and self._etag_in_force() != etag:
+        if result.outcome is FetchOutcome.NOT_MODIFIED and self._etag_in_force() != etag:
             # The snapshot that ETag described was replaced meanwhile: ask for the full body.
             result = self._fetch(None)
         self._apply(result)
@@ -178,20 +176,20 @@ class Poller(Generic[S]):
 
     def _apply(self, result: DefinitionsFetch) -> None:
         outcome = result.outcome
-        if outcome == "ok" and result.data is not None:
+        if outcome is FetchOutcome.OK and result.data is not None:
             snapshot = self._parse(result.data)
             self._holder.swap(snapshot)
             self._applied, self._etag = snapshot, result.etag
             self._set(SourceState.VALID, None)
-        elif outcome == "not_modified" and result.etag is not None \
+        elif outcome is FetchOutcome.NOT_MODIFIED and result.etag is not None \
                 and result.etag == self._etag_in_force():
             self._set(SourceState.VALID, None)
-        elif outcome in ("unauthorized", "quota_limited"):
+        elif outcome in (FetchOutcome.UNAUTHORIZED, FetchOutcome.QUOTA_LIMITED):
             self._holder.swap(self._empty)
             self._applied, self._etag = None, None
             message = ("the personal API key was refused: check personal_api_key (a phx_ "
                        "personal key or phs_ project secret key with feature flag access)"
-                       if outcome == "unauthorized"
+                       if outcome is FetchOutcome.UNAUTHORIZED
                        else "the feature flag quota is used up")
             if self.status.state is not SourceState.OFF:
                 log.error("productos: flag definitions unavailable: %s; flags will not be "
@@ -200,7 +198,7 @@ class Poller(Generic[S]):
         else:
             if result.error:
                 message = str(result.error)
-            elif outcome == "not_modified":
+            elif outcome is FetchOutcome.NOT_MODIFIED:
                 message = "not modified, but no definitions are in place"
             else:
                 message = "unknown error"
@@ -213,31 +211,3 @@ class Poller(Generic[S]):
     def _set(self, state: SourceState, error: Optional[str]) -> None:
         if self.status.state is not state or self.status.last_error != error:
             self.status = SourceStatus(state, error, time.monotonic())
-
-
-def load_definitions_file(path: str) -> Any:
-    """Parse a definitions JSON file (the body of the definitions endpoint) into a snapshot.
-
-    A file that is missing or not JSON is a configuration mistake: it raises
-    ``ConfigurationError`` (a ``ValueError``) at once rather than serving no flags quietly.
-    """
-    from productos._flags.definitions import parse_definitions
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"cannot read flag definitions from {path}: {exc}") from exc
-    problem = definitions_body_problem(data)
-    if problem is not None:
-        raise ConfigurationError(f"{path} is not a flag definitions document: {problem}")
-    return parse_definitions(data)
-
-
-def payload_for(snapshot: Any, key: str, value: Any) -> Any:
-    """Return the decoded payload a flag has for value (True or a variant key), if any."""
-    flag = snapshot.flags.get(key)
-    if flag is None or value is None or value is False:
-        return None
-    payload = flag.payloads.get("true" if value is True else str(value))
-    return None if payload is None else payload.decoded()

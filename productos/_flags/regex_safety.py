@@ -1,4 +1,4 @@
-"""How long Python's re may run on a flag's regex, and the optional linear-time engine (re2).
+"""How long Python's re may run on a flag's regex: a backtracking bound computed at compile time.
 
 The server matches ``regex``/``not_regex`` filters with Rust's regex crate, whose time is linear in
 the length of the value. Python's re backtracks: on ``(a|a)*$`` it needs seconds for a 25-character
@@ -14,36 +14,34 @@ is analysed once, when definitions are compiled (:func:`analyse_pattern`):
 
 A value neither engine may take makes the filter inconclusive: the server decides, so the answer is
 never different, only remote. Nothing here performs I/O or logs; everything is pure except the
-engine choice (:func:`set_regex_engine`), a process-wide setting read when definitions compile.
+engine choice, which lives in :mod:`productos._flags.regex_engine`.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
-import string
-from typing import (
-    Any,
-    Dict,
-    FrozenSet,
-    List,
-    NamedTuple,
-    Optional,
-    Protocol,
-    Sequence,
-    Set,
-    Tuple,
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+
+from productos._flags.regex_syntax import (
+    END,
+    NOTHING,
+    Alt,
+    Atom,
+    Chars,
+    Empty,
+    Node,
+    Parser,
+    Repeat,
+    Seq,
+    Start,
+    Unparsable,
+    overlaps,
+    union,
 )
 
 __all__ = [
     "BUDGET",
     "PatternAnalysis",
-    "Searcher",
     "analyse_pattern",
-    "compile_linear",
-    "linear_engine",
-    "regex_engine",
-    "set_regex_engine",
 ]
 
 # Estimated backtracking steps Python's re may spend on one value (a step is a character matched
@@ -64,342 +62,9 @@ _SERVER_SIZE_LIMIT = 200_000
 _ITERATION = 16  # one iteration of a repeated group costs about this many steps in sre
 _SMALL_COUNT = 64  # counted repetitions up to this are costed as constants, larger ones as n
 _MAX_DEGREE = 8  # a cost polynomial of higher degree is as good as exponential
-_MAX_NODES = 5_000  # patterns with more parts than this are not analysed (refused)
 _MAX_VISITS = 50_000  # analysis steps before a pattern is declared too complex to check
 _HEAD = 16  # characters compared when telling alternatives apart
 
-
-class Searcher(Protocol):
-    """A compiled pattern of either engine: only whether it matches somewhere is used."""
-
-    def search(self, text: str) -> Any:
-        """A match object when the pattern matches somewhere in ``text``, else None."""
-
-
-# --- character sets --------------------------------------------------------------------------
-
-
-class _Chars(NamedTuple):
-    """A set of characters, exact on ASCII and conservative (may be larger) beyond it."""
-
-    ascii: int  # bit i: code point i; bit 128: the end of the text (only in follow sets)
-    wide: FrozenSet[str]  # non-ASCII kinds it may hold: "any", or the shorthands "dDsSwW"
-    extra: FrozenSet[str]  # non-ASCII characters known to be in the set
-
-
-_NONE: FrozenSet[str] = frozenset()
-_NOTHING = _Chars(0, _NONE, _NONE)
-_ALL_ASCII = (1 << 128) - 1
-_END = _Chars(1 << 128, _NONE, _NONE)
-# Shorthand kinds that share no character (Python's \d is within \w; \w and \s are apart).
-_APART = frozenset(
-    frozenset(pair) for pair in ("dD", "wW", "sS", "dW", "ds", "ws")
-)
-_KIND_RE = {kind: re.compile("\\" + kind) for kind in "dDsSwW"}
-
-
-def _mask(chars: str) -> int:
-    bits = 0
-    for ch in chars:
-        bits |= 1 << ord(ch)
-    return bits
-
-
-_DIGIT = _mask(string.digits)
-_WORD = _mask(string.ascii_letters + string.digits + "_")
-_SPACE = _mask("\t\n\x0b\x0c\r \x1c\x1d\x1e\x1f")  # Python's \s; the server's lacks \x1c-\x1f
-_SHORTHANDS = {
-    "d": _Chars(_DIGIT, frozenset("d"), _NONE),
-    "D": _Chars(_ALL_ASCII & ~_DIGIT, frozenset("D"), _NONE),
-    "w": _Chars(_WORD, frozenset("w"), _NONE),
-    "W": _Chars(_ALL_ASCII & ~_WORD, frozenset("W"), _NONE),
-    "s": _Chars(_SPACE, frozenset("s"), _NONE),
-    "S": _Chars(_ALL_ASCII & ~_SPACE, frozenset("S"), _NONE),
-}
-_ANY_WIDE = frozenset(("any",))
-_DOT = _Chars(_ALL_ASCII & ~_mask("\n"), _ANY_WIDE, _NONE)
-_ESCAPED_CHARS = {"f": "\f", "n": "\n", "r": "\r", "t": "\t", "b": "\b"}
-
-
-def _union(a: _Chars, b: _Chars) -> _Chars:
-    return _Chars(a.ascii | b.ascii, a.wide | b.wide, a.extra | b.extra)
-
-
-def _kinds_overlap(one: FrozenSet[str], other: FrozenSet[str]) -> bool:
-    for x in one:
-        for y in other:
-            if x == "any" or y == "any" or x == y or frozenset((x, y)) not in _APART:
-                return True
-    return False
-
-
-def _kind_holds(kinds: FrozenSet[str], chars: FrozenSet[str]) -> bool:
-    return any(
-        kind == "any" or _KIND_RE[kind].match(ch) is not None for kind in kinds for ch in chars
-    )
-
-
-def _overlaps(a: _Chars, b: _Chars) -> bool:
-    return (
-        bool(a.ascii & b.ascii)
-        or bool(a.extra & b.extra)
-        or _kinds_overlap(a.wide, b.wide)
-        or _kind_holds(a.wide, b.extra)
-        or _kind_holds(b.wide, a.extra)
-    )
-
-
-def _char(ch: str) -> _Chars:
-    if ord(ch) < 128:
-        return _Chars(1 << ord(ch), _NONE, _NONE)
-    return _Chars(0, _NONE, frozenset((ch,)))
-
-
-def _char_range(low: str, high: str) -> _Chars:
-    lo, hi = ord(low), ord(high)
-    bits = 0
-    for code in range(lo, min(hi, 127) + 1):
-        bits |= 1 << code
-    if hi < 128:
-        return _Chars(bits, _NONE, _NONE)
-    start = max(lo, 128)
-    if hi - start < 512:
-        return _Chars(bits, _NONE, frozenset(chr(c) for c in range(start, hi + 1)))
-    return _Chars(bits, _ANY_WIDE, _NONE)
-
-
-# --- the pattern as a tree -------------------------------------------------------------------
-
-
-class _Node:
-    """A part of a pattern; ``offset``: where it (or its quantifier) is in the pattern's source."""
-
-    __slots__ = ("offset",)
-
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-
-
-class _Atom(_Node):
-    """One character out of ``chars`` (``$`` is the pseudo character end-of-text)."""
-
-    __slots__ = ("chars",)
-
-    def __init__(self, offset: int, chars: _Chars) -> None:
-        super().__init__(offset)
-        self.chars = chars
-
-
-class _Start(_Node):
-    """``^``: the start of the text."""
-
-    __slots__ = ()
-
-
-class _Empty(_Node):
-    """Matches the empty string."""
-
-    __slots__ = ()
-
-
-class _Seq(_Node):
-    """Items one after the other."""
-
-    __slots__ = ("items",)
-
-    def __init__(self, offset: int, items: Sequence[_Node]) -> None:
-        super().__init__(offset)
-        self.items = tuple(items)
-
-
-class _Alt(_Node):
-    """Alternatives, tried in order; ``offset`` is that of the first ``|``."""
-
-    __slots__ = ("branches",)
-
-    def __init__(self, offset: int, branches: Sequence[_Node]) -> None:
-        super().__init__(offset)
-        self.branches = tuple(branches)
-
-
-class _Repeat(_Node):
-    """``body`` repeated lo..hi times (hi None: unbounded); ``offset`` is the quantifier's."""
-
-    __slots__ = ("body", "hi", "lo", "simple")
-
-    def __init__(
-        self, offset: int, body: _Node, lo: int, hi: Optional[int], captured: bool = False
-    ) -> None:
-        super().__init__(offset)
-        self.body = body
-        self.lo = lo
-        self.hi = hi
-        # sre runs a loop over one character (not in a capturing group) in a fast inner loop.
-        self.simple = isinstance(body, _Atom) and not captured
-
-
-class _Unparsable(Exception):
-    """The pattern has a shape this parser does not know (it is then refused, never guessed)."""
-
-
-class _Parser:
-    """Reads a pattern the dialect scanner accepted (and Python's re compiled) into a tree."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.at = 0
-        self.nodes = 0
-        self.shorthand = False
-
-    def parse(self) -> _Node:
-        node = self._alternation()
-        if self.at != len(self.source):
-            raise _Unparsable(f"unexpected {self.source[self.at]!r} at offset {self.at}")
-        return node
-
-    def _count(self) -> None:
-        self.nodes += 1
-        if self.nodes > _MAX_NODES:
-            raise _Unparsable("too many parts")
-
-    def _alternation(self) -> _Node:
-        branches = [self._sequence()]
-        bar = self.at
-        while self.source.startswith("|", self.at):
-            self.at += 1
-            branches.append(self._sequence())
-        self._count()
-        return branches[0] if len(branches) == 1 else _Alt(bar, branches)
-
-    def _sequence(self) -> _Node:
-        start = self.at
-        items: List[_Node] = []
-        source = self.source
-        while self.at < len(source) and source[self.at] not in "|)":
-            captured = source.startswith("(", self.at) and not source.startswith("(?:", self.at)
-            item = self._atom()
-            while self.at < len(source) and source[self.at] in "*+?{":
-                item = self._quantifier(item, captured)
-            items.append(item)
-        self._count()
-        if not items:
-            return _Empty(start)
-        return items[0] if len(items) == 1 else _Seq(start, items)
-
-    def _quantifier(self, body: _Node, captured: bool) -> _Node:
-        source, at = self.source, self.at
-        ch = source[at]
-        hi: Optional[int]
-        if ch == "{":
-            end = source.find("}", at)
-            if end < 0:
-                raise _Unparsable(f"unterminated repetition at offset {at}")
-            low_text, comma, high_text = source[at + 1 : end].partition(",")
-            if not low_text.isdigit() or (high_text and not high_text.isdigit()):
-                raise _Unparsable(f"unknown repetition at offset {at}")
-            lo = int(low_text)
-            hi = int(high_text) if high_text else (None if comma else lo)
-            self.at = end + 1
-        else:
-            lo, hi = {"*": (0, None), "+": (1, None), "?": (0, 1)}[ch]
-            self.at = at + 1
-        if self.at < len(source) and source[self.at] == "?":
-            self.at += 1  # lazy: explores the same paths in another order
-        self._count()
-        return _Repeat(at, body, lo, hi, captured)
-
-    def _atom(self) -> _Node:
-        source, at = self.source, self.at
-        ch = source[at]
-        self._count()
-        if ch == "(":
-            self.at = at + 3 if source.startswith("(?:", at) else at + 1
-            inner = self._alternation()
-            if not source.startswith(")", self.at):
-                raise _Unparsable(f"unclosed group at offset {at}")
-            self.at += 1
-            return inner
-        if ch == "[":
-            return _Atom(at, self._char_class())
-        self.at = at + 1
-        if ch == "\\":
-            return _Atom(at, self._escape())
-        if ch == ".":
-            return _Atom(at, _DOT)
-        if ch == "^":
-            return _Start(at)
-        if ch == "$":
-            return _Atom(at, _END)
-        if ch in "*+?{)":
-            raise _Unparsable(f"unexpected {ch!r} at offset {at}")
-        return _Atom(at, _char(ch))
-
-    def _escape(self) -> _Chars:
-        # self.at is just past the backslash
-        source = self.source
-        if self.at >= len(source):
-            raise _Unparsable("dangling escape")
-        esc = source[self.at]
-        self.at += 1
-        if esc in _SHORTHANDS:
-            self.shorthand = True
-            return _SHORTHANDS[esc]
-        if esc == "x":
-            digits = source[self.at : self.at + 2]
-            self.at += 2
-            try:
-                return _char(chr(int(digits, 16)))
-            except ValueError:
-                raise _Unparsable("bad hex escape") from None
-        if esc in _ESCAPED_CHARS:
-            return _char(_ESCAPED_CHARS[esc])
-        if esc.isalnum():
-            raise _Unparsable(f"unknown escape \\{esc}")
-        return _char(esc)
-
-    def _class_item(self) -> Tuple[_Chars, Optional[str]]:
-        """One member of a bracketed class: its set, and its character when it is a single one."""
-        source = self.source
-        ch = source[self.at]
-        self.at += 1
-        if ch != "\\":
-            return _char(ch), ch
-        esc = source[self.at] if self.at < len(source) else ""
-        chars = self._escape()
-        if esc in _SHORTHANDS:
-            return chars, None
-        if esc == "x":
-            return chars, chr(int(source[self.at - 2 : self.at], 16))
-        return chars, _ESCAPED_CHARS.get(esc, esc)
-
-    def _char_class(self) -> _Chars:
-        source = self.source
-        start = self.at
-        self.at += 1
-        negated = source.startswith("^", self.at)
-        if negated:
-            self.at += 1
-        chars = _NOTHING
-        first = True
-        while True:
-            if self.at >= len(source):
-                raise _Unparsable(f"unclosed class at offset {start}")
-            if source[self.at] == "]" and not first:
-                self.at += 1
-                break
-            first = False
-            item, single = self._class_item()
-            ranged = source.startswith("-", self.at) and not source.startswith("-]", self.at)
-            if ranged and single is not None and self.at + 1 < len(source):
-                self.at += 1
-                _, high = self._class_item()
-                if high is None or ord(high) < ord(single):
-                    raise _Unparsable(f"odd range at offset {self.at}")
-                item = _char_range(single, high)
-            chars = _union(chars, item)
-        if negated:
-            return _Chars(_ALL_ASCII & ~chars.ascii, _ANY_WIDE, _NONE)
-        return chars
 
 
 # --- cost polynomials in n, the value's length ------------------------------------------------
@@ -469,69 +134,69 @@ class _Analyser:
 
     def __init__(self) -> None:
         # Keyed by the nodes themselves (identity), which keeps them alive while cached.
-        self._nullable: Dict[_Node, bool] = {}
-        self._first: Dict[_Node, _Chars] = {}
-        self._costs: Dict[Tuple[_Node, _Chars], _Cost] = {}
+        self._nullable: Dict[Node, bool] = {}
+        self._first: Dict[Node, Chars] = {}
+        self._costs: Dict[Tuple[Node, Chars], _Cost] = {}
         self.visits = 0
         self.spots: Set[int] = set()  # quantifiers that can stop at many places
 
     # static facts
 
-    def nullable(self, node: _Node) -> bool:
+    def nullable(self, node: Node) -> bool:
         known = self._nullable.get(node)
         if known is None:
-            if isinstance(node, _Atom):
+            if isinstance(node, Atom):
                 known = False
-            elif isinstance(node, (_Start, _Empty)):
+            elif isinstance(node, (Start, Empty)):
                 known = True
-            elif isinstance(node, _Seq):
+            elif isinstance(node, Seq):
                 known = all(self.nullable(item) for item in node.items)
-            elif isinstance(node, _Alt):
+            elif isinstance(node, Alt):
                 known = any(self.nullable(branch) for branch in node.branches)
-            elif isinstance(node, _Repeat):
+            elif isinstance(node, Repeat):
                 known = node.lo == 0 or node.hi == 0 or self.nullable(node.body)
             else:  # pragma: no cover - every node kind is listed above
-                raise _Unparsable(type(node).__name__)
+                raise Unparsable(type(node).__name__)
             self._nullable[node] = known
         return known
 
-    def first(self, node: _Node) -> _Chars:
+    def first(self, node: Node) -> Chars:
         known = self._first.get(node)
         if known is None:
-            if isinstance(node, _Atom):
+            if isinstance(node, Atom):
                 known = node.chars
-            elif isinstance(node, (_Start, _Empty)):
-                known = _NOTHING
-            elif isinstance(node, _Seq):
-                known = self.first_of(node.items, _NOTHING)
-            elif isinstance(node, _Alt):
-                known = _NOTHING
+            elif isinstance(node, (Start, Empty)):
+                known = NOTHING
+            elif isinstance(node, Seq):
+                known = self.first_of(node.items, NOTHING)
+            elif isinstance(node, Alt):
+                known = NOTHING
                 for branch in node.branches:
-                    known = _union(known, self.first(branch))
-            elif isinstance(node, _Repeat):
-                known = _NOTHING if node.hi == 0 else self.first(node.body)
+                    known = union(known, self.first(branch))
+            elif isinstance(node, Repeat):
+                known = NOTHING if node.hi == 0 else self.first(node.body)
             else:  # pragma: no cover
-                raise _Unparsable(type(node).__name__)
+                raise Unparsable(type(node).__name__)
             self._first[node] = known
         return known
 
-    def first_of(self, items: Sequence[_Node], follow: _Chars) -> _Chars:
+    def first_of(self, items: Sequence[Node], follow: Chars) -> Chars:
         """The characters that can come first when ``items`` are matched, then ``follow``."""
-        chars = _NOTHING
+        chars = NOTHING
         for item in items:
-            chars = _union(chars, self.first(item))
+            chars = union(chars, self.first(item))
             if not self.nullable(item):
                 return chars
-        return _union(chars, follow)
+        return union(chars, follow)
 
-    def fixed(self, node: _Node) -> Optional[List[_Chars]]:
+    def fixed(self, node: Node) -> Optional[List[Chars]]:
         """The character sets of a fixed-width, choice-free part, position by position."""
-        if isinstance(node, _Atom):
+        if isinstance(node, Atom):
             return [node.chars]
-        if isinstance(node, (_Start, _Empty)):
+        if isinstance(node, (Start, Empty)):
             return []
-        if isinstance(node, _Seq):
-            out: List[_Chars] = []
+        if isinstance(node, Seq):
+            out: List[Chars] = []
             for item in node.items:
                 part = self.fixed(item)
                 if part is None:
@@ -540,15 +205,15 @@ class _Analyser:
                 if len(out) > _HEAD:
                     return out
             return out
-        if isinstance(node, _Repeat) and node.lo == node.hi and node.lo <= _HEAD:
+        if isinstance(node, Repeat) and node.lo == node.hi and node.lo <= _HEAD:
             part = self.fixed(node.body)
             return None if part is None else part * node.lo
         return None
 
-    def head(self, node: _Node, follow: _Chars) -> List[_Chars]:
+    def head(self, node: Node, follow: Chars) -> List[Chars]:
         """Sets that the 1st, 2nd, ... characters read by ``node`` then ``follow`` belong to."""
-        items = node.items if isinstance(node, _Seq) else (node,)
-        out: List[_Chars] = []
+        items = node.items if isinstance(node, Seq) else (node,)
+        out: List[Chars] = []
         for index, item in enumerate(items):
             part = self.fixed(item)
             if part is None:
@@ -560,59 +225,59 @@ class _Analyser:
         out.append(follow)
         return out
 
-    def alternatives_overlap(self, node: _Alt, follow: _Chars) -> bool:
+    def alternatives_overlap(self, node: Alt, follow: Chars) -> bool:
         """Whether two alternatives can both go on matching from the same place."""
         if len(node.branches) > 32:  # compare first characters only: cheap and conservative
-            seen = _NOTHING
+            seen = NOTHING
             for branch in node.branches:
                 chars = self.first_of((branch,), follow)
-                if _overlaps(chars, seen):
+                if overlaps(chars, seen):
                     return True
-                seen = _union(seen, chars)
+                seen = union(seen, chars)
             return False
         heads = [self.head(branch, follow) for branch in node.branches]
         for i, one in enumerate(heads):
             for other in heads[i + 1 :]:
-                if all(_overlaps(x, y) for x, y in zip(one, other)):
+                if all(overlaps(x, y) for x, y in zip(one, other)):
                     return True
         return False
 
-    def anchored(self, node: _Node) -> bool:
+    def anchored(self, node: Node) -> bool:
         """Whether every match must start at the start of the text."""
-        if isinstance(node, _Start):
+        if isinstance(node, Start):
             return True
-        if isinstance(node, _Seq):
+        if isinstance(node, Seq):
             return self.anchored(node.items[0])
-        if isinstance(node, _Alt):
+        if isinstance(node, Alt):
             return all(self.anchored(branch) for branch in node.branches)
-        if isinstance(node, _Repeat):
+        if isinstance(node, Repeat):
             return node.lo >= 1 and self.anchored(node.body)
         return False
 
-    def has_anchor(self, node: _Node) -> bool:
-        if isinstance(node, _Start):
+    def has_anchor(self, node: Node) -> bool:
+        if isinstance(node, Start):
             return True
-        if isinstance(node, _Atom):
-            return node.chars is _END
-        if isinstance(node, _Seq):
+        if isinstance(node, Atom):
+            return node.chars is END
+        if isinstance(node, Seq):
             return any(self.has_anchor(item) for item in node.items)
-        if isinstance(node, _Alt):
+        if isinstance(node, Alt):
             return any(self.has_anchor(branch) for branch in node.branches)
-        if isinstance(node, _Repeat):
+        if isinstance(node, Repeat):
             return self.has_anchor(node.body)
         return False
 
-    def greedy(self, node: _Node) -> _Poly:
+    def greedy(self, node: Node) -> _Poly:
         """Steps of one pass that matches without backtracking (what a successful match costs)."""
-        if isinstance(node, _Repeat):
+        if isinstance(node, Repeat):
             inner = self.greedy(node.body)
             if node.hi is not None and node.hi <= _SMALL_COUNT:
                 return _mul(_const(node.hi), _add(inner, _ONE), None)
             step = _ONE if node.simple else _const(_ITERATION)
             return _add(_mul(_N, step, None), inner)
-        if isinstance(node, _Seq):
+        if isinstance(node, Seq):
             parts = node.items
-        elif isinstance(node, _Alt):
+        elif isinstance(node, Alt):
             parts = node.branches
         else:
             return _ONE
@@ -621,31 +286,31 @@ class _Analyser:
             total = _add(total, self.greedy(part))
         return total
 
-    def sure(self, node: _Node) -> bool:
+    def sure(self, node: Node) -> bool:
         """Whether ``node`` can always match here (empty and without an anchor that may fail)."""
         return self.nullable(node) and not self.has_anchor(node)
 
-    def strip_tail(self, node: _Node) -> _Node:
+    def strip_tail(self, node: Node) -> Node:
         """Drop the end of the pattern that can never fail: reaching it is a match, search stops."""
         if self.sure(node):
-            return _Empty(node.offset)
-        if isinstance(node, _Seq):
+            return Empty(node.offset)
+        if isinstance(node, Seq):
             items = list(node.items)
             while items and self.sure(items[-1]):
                 items.pop()
             items[-1] = self.strip_tail(items[-1])
-            return items[0] if len(items) == 1 else _Seq(node.offset, items)
-        if isinstance(node, _Alt):
-            return _Alt(node.offset, [self.strip_tail(branch) for branch in node.branches])
-        if isinstance(node, _Repeat) and node.lo >= 1 and not self.has_anchor(node.body):
+            return items[0] if len(items) == 1 else Seq(node.offset, items)
+        if isinstance(node, Alt):
+            return Alt(node.offset, [self.strip_tail(branch) for branch in node.branches])
+        if isinstance(node, Repeat) and node.lo >= 1 and not self.has_anchor(node.body):
             if node.lo == 1:
                 return self.strip_tail(node.body)
-            return _Repeat(node.offset, node.body, node.lo, node.lo, not node.simple)
+            return Repeat(node.offset, node.body, node.lo, node.lo, not node.simple)
         return node
 
     # cost
 
-    def cost(self, node: _Node, follow: _Chars) -> _Cost:
+    def cost(self, node: Node, follow: Chars) -> _Cost:
         key = (node, follow)
         known = self._costs.get(key)
         if known is None:
@@ -656,23 +321,23 @@ class _Analyser:
             self._costs[key] = known
         return known
 
-    def _cost(self, node: _Node, follow: _Chars) -> _Cost:
-        if isinstance(node, (_Atom, _Start, _Empty)):
+    def _cost(self, node: Node, follow: Chars) -> _Cost:
+        if isinstance(node, (Atom, Start, Empty)):
             return _Cost(_ONE, _ONE, None)
-        if isinstance(node, _Seq):
+        if isinstance(node, Seq):
             return self._sequence_cost(node, follow)
-        if isinstance(node, _Alt):
+        if isinstance(node, Alt):
             return self._alternation_cost(node, follow)
-        if isinstance(node, _Repeat):
+        if isinstance(node, Repeat):
             return self._repeat_cost(node, follow)
-        raise _Unparsable(type(node).__name__)  # pragma: no cover
+        raise Unparsable(type(node).__name__)  # pragma: no cover
 
-    def _sequence_cost(self, node: _Seq, follow: _Chars) -> _Cost:
-        follows: List[_Chars] = []
+    def _sequence_cost(self, node: Seq, follow: Chars) -> _Cost:
+        follows: List[Chars] = []
         after = follow
         for item in reversed(node.items):
             follows.append(after)
-            after = _union(self.first(item), after) if self.nullable(item) else self.first(item)
+            after = union(self.first(item), after) if self.nullable(item) else self.first(item)
         follows.reverse()
         work: _Poly = (0.0,)
         ways = _ONE
@@ -686,7 +351,7 @@ class _Analyser:
             culprit = culprit or part.culprit
         return _Cost(work, ways, culprit)
 
-    def _alternation_cost(self, node: _Alt, follow: _Chars) -> _Cost:
+    def _alternation_cost(self, node: Alt, follow: Chars) -> _Cost:
         parts = [self.cost(branch, follow) for branch in node.branches]
         culprit = next((part.culprit for part in parts if part.culprit), None)
         if self.alternatives_overlap(node, follow):
@@ -705,7 +370,7 @@ class _Analyser:
             ways = _max(ways, part.ways)
         return _Cost(work, ways, culprit)
 
-    def _repeat_cost(self, node: _Repeat, follow: _Chars) -> _Cost:
+    def _repeat_cost(self, node: Repeat, follow: Chars) -> _Cost:
         hi = node.hi
         if hi == 0:
             return _Cost(_ONE, _ONE, None)
@@ -713,22 +378,22 @@ class _Analyser:
         count = _const(hi) if hi is not None and bounded else _N
         body = node.body
         here = f"the quantifier at offset {node.offset}"
-        if node.simple and isinstance(body, _Atom):
+        if node.simple and isinstance(body, Atom):
             # A loop over single characters: it takes its run, then gives it back one by one.
             work = _add(count, _ONE)
-            if not _overlaps(body.chars, follow):
+            if not overlaps(body.chars, follow):
                 return _Cost(work, _ONE, None)  # only the end of its run can be followed
             self.spots.add(node.offset)
             ways = _const(hi - node.lo + 1) if hi is not None and bounded else _N
             return _Cost(work, ways, f"nested quantifier at offset {node.offset}")
         if hi == 1:
             inner = self.cost(body, follow)
-            skip = self.nullable(body) or _overlaps(self.first(body), follow)
+            skip = self.nullable(body) or overlaps(self.first(body), follow)
             ways = _add(inner.ways, _ONE) if skip else _max(inner.ways, _ONE)
             culprit = inner.culprit or (f"optional group at offset {node.offset}" if skip else None)
             return _Cost(_add(inner.work, _ONE), ways, culprit)
         body_first = self.first(body)
-        inner = self.cost(body, _union(body_first, follow))
+        inner = self.cost(body, union(body_first, follow))
         # Ways one iteration can end where another can begin: more than one, and the
         # iterations multiply them.
         again = self.cost(body, body_first)
@@ -756,7 +421,7 @@ class _Analyser:
             work = _mul(count, _add(inner.work, _const(_ITERATION)), here)
         else:
             work = _add(_mul(count, _const(_ITERATION), here), _mul(_const(2), inner.work, here))
-        if _overlaps(body_first, follow) or inner.ways != _ONE:
+        if overlaps(body_first, follow) or inner.ways != _ONE:
             self.spots.add(node.offset)
             ways = _mul(count, inner.ways, here)
             return _Cost(work, ways, inner.culprit or f"nested quantifier at offset {node.offset}")
@@ -776,16 +441,16 @@ class PatternAnalysis(NamedTuple):
     server_problem: Optional[str]  # the server's engine may refuse the pattern as too large
 
 
-def _server_size(node: _Node) -> int:
+def _server_size(node: Node) -> int:
     # The server's engine compiles counted repetitions into copies, and wide classes into many
     # UTF-8 byte ranges; this estimates the compiled size in (rough) instructions.
-    if isinstance(node, _Atom):
+    if isinstance(node, Atom):
         return 16 if node.chars.wide else 1
-    if isinstance(node, _Seq):
+    if isinstance(node, Seq):
         return sum(_server_size(item) for item in node.items)
-    if isinstance(node, _Alt):
+    if isinstance(node, Alt):
         return sum(_server_size(branch) for branch in node.branches) + len(node.branches)
-    if isinstance(node, _Repeat):
+    if isinstance(node, Repeat):
         copies = node.hi if node.hi is not None else max(node.lo, 1)
         return _server_size(node.body) * max(copies, 1) + 1
     return 1
@@ -839,13 +504,13 @@ def analyse_pattern(source: str) -> PatternAnalysis:
     A limit under 32 characters, a polynomial of degree above 8 or an exponential refuses the
     pattern. A pattern the analyser cannot read is refused too: it never guesses "safe".
     """
-    parser = _Parser(source)
+    parser = Parser(source)
     analyser = _Analyser()
     try:
         tree = parser.parse()
         server_size = _server_size(tree)
-    except (_Unparsable, RecursionError) as exc:
-        why = str(exc) if isinstance(exc, _Unparsable) else "nested too deeply"
+    except (Unparsable, RecursionError) as exc:
+        why = str(exc) if isinstance(exc, Unparsable) else "nested too deeply"
         risk = f"the regex could not be checked for catastrophic backtracking ({why})"
         return PatternAnalysis(0, risk, True, None, None)
     server_problem = None
@@ -857,7 +522,7 @@ def analyse_pattern(source: str) -> PatternAnalysis:
         linear_limit = max(_LINEAR_BUDGET // server_size, 1)
     try:
         stripped = analyser.strip_tail(tree)
-        work = analyser.cost(stripped, _NOTHING).work
+        work = analyser.cost(stripped, NOTHING).work
         if analyser.sure(stripped):
             total = work  # some alternative always matches at the first position: one attempt
         else:
@@ -881,57 +546,3 @@ def analyse_pattern(source: str) -> PatternAnalysis:
         risk = f"the regex may backtrack catastrophically ({growth})"
         return PatternAnalysis(0, risk, parser.shorthand, linear_limit, server_problem)
     return PatternAnalysis(limit, growth, parser.shorthand, linear_limit, server_problem)
-
-
-# --- the engine seam ---------------------------------------------------------------------------
-
-_ENGINES = ("auto", "re2", "re")
-_choice = "auto"
-_NOT_LOADED: Any = object()
-_re2: Any = _NOT_LOADED
-
-
-def _load_re2() -> Any:
-    global _re2
-    if _re2 is _NOT_LOADED:
-        try:
-            module: Any = importlib.import_module("re2")
-            # Another project also installs a module named re2; only google-re2 has Options.
-            _re2 = module if hasattr(module, "Options") and hasattr(module, "compile") else None
-        except Exception:  # ImportError, or a broken native build
-            _re2 = None
-    return _re2
-
-
-def set_regex_engine(name: str) -> str:
-    """Choose the engine for regexes compiled from now on: "auto", "re2" or "re"; return the old."""
-    global _choice
-    if name not in _ENGINES:
-        raise ValueError(f"regex engine must be one of {', '.join(_ENGINES)}, not {name!r}")
-    if name == "re2" and _load_re2() is None:
-        raise ValueError("the re2 engine needs google-re2: pip install 'productos[re2]'")
-    previous, _choice = _choice, name
-    return previous
-
-
-def linear_engine() -> Any:
-    """The re2 module that definitions compile with now, or None (Python's re only)."""
-    return None if _choice == "re" else _load_re2()
-
-
-def regex_engine() -> str:
-    """The name of the engine regexes compile with now: "re2" when available, else "re"."""
-    return "re" if linear_engine() is None else "re2"
-
-
-def compile_linear(source: str, module: Any) -> Any:
-    """Compile ``source`` (the server's dialect, already checked) with re2, or None if it can't."""
-    if module is None:
-        return None
-    try:
-        options = module.Options()
-        options.log_errors = False  # a refused pattern is expected here, not worth stderr noise
-        options.never_capture = True  # only whether it matches is used
-        return module.compile(source, options)
-    except Exception:  # re2.error: e.g. repetitions over 1000, a program too large
-        return None

@@ -1,8 +1,8 @@
-"""Requests to the flag endpoints: definitions for local evaluation, and remote ``/flags``.
+"""Remote evaluation: the ``/flags`` request, its body, and its answer normalised.
 
-Both speak through ``Transport`` (so nothing here imports an HTTP library) and return
-small result records instead of raising: the poller and the flag service decide what a
-failure means.
+It speaks through ``Transport`` (so nothing here imports an HTTP library) and returns a
+small result record instead of raising: the flag service decides what a failure means.
+Definitions for local evaluation come from ``source``.
 """
 
 from __future__ import annotations
@@ -14,106 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from productos import errors
-from productos._delivery.transport import (
-    DEFINITIONS_PATH,
-    FLAGS_PATH,
-    LEGACY_DEFINITIONS_PATH,
-    Response,
-    Transport,
-    error_for,
-)
+from productos._delivery.transport import FLAGS_PATH, Transport, error_for
 from productos._runtime.ratelog import RateLimitedLog
 
 log = logging.getLogger("productos")
-
-
-@dataclass(frozen=True)
-class DefinitionsFetch:
-    """The result of one definitions request.
-
-    ``outcome`` is one of ``"ok"`` (``data`` holds the JSON body, with a ``flags`` list),
-    ``"not_modified"``, ``"unauthorized"`` (401/403: a key is wrong), ``"quota_limited"``
-    (402) or ``"error"``. ``etag`` is the version the answer describes, if the server gave one.
-    """
-
-    outcome: str
-    data: Optional[Mapping[str, Any]] = None
-    etag: Optional[str] = None
-    error: Optional[BaseException] = None
-
-
-def definitions_body_problem(data: Any) -> Optional[str]:
-    """Say why a definitions body cannot be used (None when it has a ``flags`` list).
-
-    ``{}``, ``{"flags": null}`` or ``{"flags": {}}`` describe no flag set at all (a broken
-    proxy or server), unlike ``{"flags": []}``, which says every flag was deleted.
-    """
-    if not isinstance(data, Mapping):
-        return "the definitions body is not a JSON object"
-    if not isinstance(data.get("flags"), list):
-        return "the definitions body has no 'flags' list"
-    return None
-
-
-class DefinitionsRequester:
-    """Fetches flag definitions with the personal key.
-
-    It keeps no ETag: the caller passes the one whose snapshot is in force, so a
-    ``304`` can only ever confirm definitions that are really in place. Calls are not
-    meant to overlap (the poller serialises them).
-    """
-
-    def __init__(self, transport: Transport, project_api_key: str, personal_api_key: str,
-                 timeout: float = 10.0) -> None:
-        self._transport = transport
-        self._project_api_key = project_api_key
-        self._personal_api_key = personal_api_key
-        self._timeout = timeout
-        self._path = DEFINITIONS_PATH
-
-    def fetch(self, etag: Optional[str] = None) -> DefinitionsFetch:
-        """Make one definitions request (conditional when etag is given) and classify it."""
-        try:
-            response = self._get(self._path, etag)
-            if response.status == 404 and self._path == DEFINITIONS_PATH:
-                # An older server: the legacy path serves the same body.
-                response = self._get(LEGACY_DEFINITIONS_PATH, etag)
-                if response.status != 404:
-                    self._path = LEGACY_DEFINITIONS_PATH
-        except errors.TransportError as exc:
-            return DefinitionsFetch("error", error=exc)
-        return classify_definitions(response, etag)
-
-    def _get(self, path: str, etag: Optional[str]) -> Response:
-        headers = {"Authorization": f"Bearer {self._personal_api_key}"}
-        if etag:
-            headers["If-None-Match"] = etag
-        return self._transport.request(
-            "GET", path, headers=headers,
-            params={"token": self._project_api_key, "send_cohorts": ""},
-            timeout=self._timeout)
-
-
-def classify_definitions(response: Response, sent_etag: Optional[str]) -> DefinitionsFetch:
-    """Turn a definitions response into a DefinitionsFetch (never raises)."""
-    status = response.status
-    if status == 304:
-        if not sent_etag:  # nothing was asked to be confirmed: there is nothing to keep
-            return DefinitionsFetch("error", error=errors.APIError(
-                304, "not modified, but no ETag was sent"))
-        return DefinitionsFetch("not_modified", etag=sent_etag)
-    if status == 200:
-        data = response.json()
-        problem = definitions_body_problem(data)
-        if problem is not None:
-            return DefinitionsFetch("error", error=errors.APIError(200, problem))
-        return DefinitionsFetch("ok", data=data, etag=response.headers.get("ETag") or None)
-    error = error_for(response)
-    if status in (401, 403):
-        return DefinitionsFetch("unauthorized", error=error)
-    if status == 402:
-        return DefinitionsFetch("quota_limited", error=error)
-    return DefinitionsFetch("error", error=error)
 
 
 @dataclass
@@ -194,7 +98,7 @@ class RemoteFlagsRequester:
             try:
                 response = self._transport.post_json(FLAGS_PATH, payload, gzip=False,
                                                      timeout=self._timeout)
-            except errors.TimeoutError:
+            except errors.RequestTimeoutError:
                 last_error = "timeout"
                 continue
             except errors.TransportError:
@@ -260,7 +164,6 @@ def decode_payload(raw: Any) -> Any:
 
 
 __all__: List[str] = [
-    "DefinitionsFetch", "DefinitionsRequester", "RemoteFlags", "RemoteFlagsRequester",
-    "classify_definitions", "decode_payload", "definitions_body_problem", "flags_request_body",
+    "RemoteFlags", "RemoteFlagsRequester", "decode_payload", "flags_request_body",
     "parse_flags_response",
 ]

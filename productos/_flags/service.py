@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 from productos import flags
-from productos._flags.definitions import Snapshot
 from productos._flags.remote import RemoteFlags, decode_payload
+from productos._flags.snapshot import Snapshot
 from productos.flags import EvaluationContext, FlagResult, InconclusiveReason, Reason, ReasonCode
 
 log = logging.getLogger("productos")
@@ -79,16 +79,19 @@ class FlagService:
         ``detail=False`` skips the explanation trace and the payload: the value, variant and
         reason code are the same, for callers that only want the value.
         """
-        local = flags.evaluate(self._current(), key, ctx, detail=detail)
-        result = local
-        request_id = None
-        if local.inconclusive and not only_local and self._remote is not None:
+        snap = self._snapshot()
+        if not snap.loaded and not self._waited:
+            snap = self._current()
+        local = flags.evaluate(snap, key, ctx, detail=detail)
+        if local.value is None and not only_local and self._remote is not None:
             answer = self._remote(ctx, [key])
-            request_id = answer.request_id
             result = remote_result(key, answer, local)
+            if send_event:
+                self._maybe_emit(result, ctx, answer.request_id)
+            return result
         if send_event:
-            self._maybe_emit(result, ctx, request_id)
-        return result
+            self._maybe_emit(local, ctx, None)
+        return local
 
     def all_results(self, ctx: EvaluationContext, *,
                     only_local: bool = False) -> Dict[str, FlagResult]:
@@ -126,14 +129,26 @@ class FlagService:
         if not self.deduper.first_time(dedupe_key):
             return
         try:
+            payload = None
             if result.payload is None and result.locally_evaluated and result.value:
                 # A value-only evaluation skipped the payload; the event wants it.
-                result = replace(result, payload=flags.payload_of(self._snapshot(), result.key,
-                                                                  result.value))
-            self._emit_called(ctx.distinct_id, called_event_properties(result, request_id),
+                payload = flags.payload_of(self._snapshot(), result.key, result.value)
+            self._emit_called(ctx.distinct_id,
+                              called_event_properties(result, request_id, payload),
                               dict(groups))
         except Exception:  # an event must never turn a flag read into an error
             log.exception("productos: could not queue $feature_flag_called")
+
+
+def payload_for(snapshot: Snapshot, key: str, value: Any) -> Any:
+    """Return the decoded payload a flag has locally for value (True or a variant key), if any.
+
+    For ``get_feature_flag_payload(match_value=...)``: a value other than True is looked up
+    by its text, and None or False has no payload.
+    """
+    if value is None or value is False:
+        return None
+    return flags.payload_of(snapshot, key, True if value is True else str(value))
 
 
 def remote_result(key: str, answer: RemoteFlags, local: Optional[FlagResult]) -> FlagResult:
@@ -181,8 +196,12 @@ def _remote_error(key: str, answer: RemoteFlags) -> Optional[str]:
     return None
 
 
-def called_event_properties(result: FlagResult, request_id: Optional[str]) -> Dict[str, Any]:
-    """Return the properties of a ``$feature_flag_called`` event (protocol §5)."""
+def called_event_properties(result: FlagResult, request_id: Optional[str],
+                            payload: Any = None) -> Dict[str, Any]:
+    """Return the properties of a ``$feature_flag_called`` event (protocol §5).
+
+    ``payload`` stands in for the result's when a value-only evaluation left that out.
+    """
     props: Dict[str, Any] = {
         "$feature_flag": result.key,
         "$feature_flag_response": result.value,
@@ -190,7 +209,9 @@ def called_event_properties(result: FlagResult, request_id: Optional[str]) -> Di
         "locally_evaluated": result.locally_evaluated,
     }
     if result.payload is not None:
-        props["$feature_flag_payload"] = result.payload
+        payload = result.payload
+    if payload is not None:
+        props["$feature_flag_payload"] = payload
     if result.flag_id is not None:
         props["$feature_flag_id"] = result.flag_id
     if result.flag_version is not None:

@@ -2,10 +2,14 @@
 
 One ``atexit`` hook and one ``register_at_fork`` hook serve all clients through a weak
 set, so creating many clients (as test suites do) neither leaks them nor grows the hook lists.
+The registry holds :class:`Drainable` objects: it calls only the methods that protocol names.
 
 Processes that multiprocessing starts with fork or forkserver end with ``os._exit()``, which
 skips ``atexit``; they do run ``multiprocessing.util``'s finalizers first, so each such
 process gets one that drains it.
+
+Other process hooks (the SIGTERM drain in ``productos.signals``) attach themselves with
+:func:`on_track` rather than being imported here, so this module depends on nothing above it.
 """
 
 from __future__ import annotations
@@ -17,40 +21,79 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Mapping, Optional, Protocol
 
 log = logging.getLogger("productos")
-
-_clients: weakref.WeakSet[Any] = weakref.WeakSet()
-_lock = threading.Lock()
-_draining = threading.local()  # set on the thread running drain(): it reports what is left
 
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 # Above the default 0 used by most finalizers, below the ones that close queues (10).
 MP_EXIT_PRIORITY = 5
 
 
-def track(client: Any) -> None:
-    """Include client in the exit drain and the after-fork reset (and install the signal drain)."""
+class ShutdownBudget(Protocol):
+    """The part of a client's options the exit drain reads."""
+
+    @property
+    def shutdown_timeout(self) -> Optional[float]:
+        """The longest a shutdown at exit may take, in seconds."""
+
+
+class Drainable(Protocol):
+    """What the process hooks need from a client (``productos.Client`` is one)."""
+
+    @property
+    def disabled(self) -> bool:
+        """True when the client sends nothing (no process hooks are needed for it)."""
+
+    @property
+    def options(self) -> ShutdownBudget:
+        """The client's configuration (only ``shutdown_timeout`` is read)."""
+
+    def flush(self, timeout: Optional[float] = ...) -> bool:
+        """Send what is queued within timeout; True when it all settled."""
+
+    def shutdown(self, timeout: Optional[float] = ...) -> bool:
+        """Flush within timeout, then stop; True when it all settled."""
+
+    def stats(self) -> Mapping[str, Any]:
+        """The delivery counters (``queued`` and ``in_flight`` are read)."""
+
+    def reset_after_fork(self) -> None:
+        """Give a forked child its own threads, locks and buffers."""
+
+
+_clients: weakref.WeakSet[Drainable] = weakref.WeakSet()
+_lock = threading.Lock()
+_draining = threading.local()  # set on the thread running drain(): it reports what is left
+_track_hooks: List[Callable[[Drainable], None]] = []
+
+
+def on_track(hook: Callable[[Drainable], None]) -> None:
+    """Call hook with every client tracked from now on (once per hook; errors are logged)."""
+    if hook not in _track_hooks:
+        _track_hooks.append(hook)
+
+
+def track(client: Drainable) -> None:
+    """Include client in the exit drain and the after-fork reset, and run the track hooks."""
     with _lock:
         _clients.add(client)
     try:
         _hook_multiprocessing()
-        if not getattr(client, "disabled", False):
-            from productos.signals import auto_install  # signals imports this module
-
-            auto_install()
+        for hook in list(_track_hooks):
+            hook(client)
     except Exception:  # creating a client must not fail for want of a process hook
         log.warning("productos: could not set up the exit drain hooks", exc_info=True)
 
 
-def untrack(client: Any) -> None:
+def untrack(client: Drainable) -> None:
     """Leave client out of the process hooks (it was shut down)."""
     with _lock:
         _clients.discard(client)
 
 
-def _live() -> List[Any]:
+def live_clients() -> List[Drainable]:
+    """Return the clients that are tracked now (not shut down, still referenced)."""
     with _lock:
         return list(_clients)
 
@@ -71,9 +114,34 @@ def exit_budget() -> float:
     return max(timeouts, default=0.0)
 
 
-def _shutdown_timeout(client: Any) -> float:
-    value = getattr(getattr(client, "options", None), "shutdown_timeout", None)
+def _shutdown_timeout(client: Drainable) -> float:
+    value = client.options.shutdown_timeout
     return float(value) if isinstance(value, (int, float)) else DEFAULT_SHUTDOWN_TIMEOUT
+
+
+def drain_all(timeout: Optional[float] = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+    """Send what every live client has queued, within one shared timeout; never raises.
+
+    The clients stay usable (this flushes; it does not shut down). Returns True when every
+    client settled in time; ``timeout=None`` waits as long as that takes. For a process about
+    to end without running exit hooks (a Celery prefork child), or a signal handler that hands
+    on to the host's own shutdown.
+    """
+    if timeout is not None and not (isinstance(timeout, (int, float))
+                                    and not isinstance(timeout, bool) and timeout >= 0):
+        log.warning("productos: drain_all(timeout=%r) needs seconds >= 0 or None; using %s",
+                    timeout, DEFAULT_SHUTDOWN_TIMEOUT)
+        timeout = DEFAULT_SHUTDOWN_TIMEOUT
+    deadline = None if timeout is None else time.monotonic() + timeout
+    settled = True
+    for client in live_clients():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            settled = client.flush(left) and settled
+        except Exception:  # one client's trouble must not keep the others from sending
+            log.exception("productos: error while flushing a client")
+            settled = False
+    return settled
 
 
 def after_drain(action: Callable[[], Any]) -> None:
@@ -96,7 +164,7 @@ def drain(timeout: Optional[float] = None, when: str = "at exit") -> int:
     left = 0
     _draining.active = True
     try:
-        for client in _live():
+        for client in live_clients():
             budget = (_shutdown_timeout(client) if deadline is None
                       else max(0.0, deadline - time.monotonic()))
             try:
@@ -168,7 +236,7 @@ def _reset_in_child() -> None:
     _lock = threading.Lock()  # the parent may have held it at the moment of fork
     for client in list(_clients):
         try:
-            client._reset_after_fork()
+            client.reset_after_fork()
         except Exception:
             log.exception("productos: error while resetting a client after fork")
     if _clients:

@@ -1,14 +1,43 @@
-"""Every tunable of a Client in one frozen record, with defaults and validation."""
+"""Every setting of a Client, declared once: name, type, default and validation.
+
+``Options`` is the single declaration. ``Client(...)`` takes exactly its fields (the
+signature is copied from it, for type checkers and for ``inspect``), and the module-level
+settings of ``productos`` are made from its fields. Adding an option is adding a field here.
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
-from productos._delivery.transport import normalize_host
+from productos._runtime.hosts import normalize_host
+from productos.consumer import OVERFLOW_POLICIES, Sender
 from productos.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Concatenate, ParamSpec
+
+    P = ParamSpec("P")
+
+S = TypeVar("S")
+OnFull = Literal["drop_new", "drop_old", "block"]
+PathArg = Union[str, "os.PathLike[str]"]
 
 ENV_API_KEY = "PRODUCTOS_API_KEY"
 ENV_HOST = "PRODUCTOS_HOST"
@@ -17,96 +46,166 @@ ENV_PERSONAL_API_KEY = "PRODUCTOS_PERSONAL_API_KEY"
 
 @dataclass(frozen=True)
 class Options:
-    """The resolved configuration of one Client."""
+    """The settings of one Client; ``Client(...)`` takes these, by keyword or in this order.
 
-    project_api_key: str = ""
-    host: str = normalize_host(None)
-    personal_api_key: Optional[str] = field(default=None, repr=False)
+    The first fields follow the order of PostHog's ``Posthog(...)``, so positional
+    arguments mean the same thing in both. Keys and the host come from the environment
+    (``PRODUCTOS_API_KEY``, ``PRODUCTOS_HOST``, ``PRODUCTOS_PERSONAL_API_KEY``) when not given.
+    """
+
+    project_api_key: Optional[str] = field(default=None, repr=False)
+    host: Optional[str] = None
+    debug: bool = False
+    max_queue_size: int = 10_000
+    send: bool = True
+    on_error: Optional[Callable[[Exception, List[Any]], Any]] = None
     flush_at: int = 100
     flush_interval: float = 0.5
-    max_queue_size: int = 10_000
-    max_batch_size: int = 2_000
-    max_queue_bytes: Optional[int] = None
-    on_full: str = "drop_new"
-    block_timeout: float = 0.5
-    max_concurrent_requests: int = 4
-    on_drop: Optional[Callable[[dict, str], Any]] = None
-    spool_path: Optional[str] = None
-    spool_max_bytes: int = 100 * 1024 * 1024
     gzip: bool = True
     max_retries: int = 5
-    retry_base_delay: float = 1.0
-    retry_max_delay: float = 30.0
-    timeout: float = 15.0
-    shutdown_timeout: float = 5.0
-    on_error: Optional[Callable[..., Any]] = None
-    before_send: Optional[Callable[[dict], Optional[dict]]] = None
-    super_properties: Optional[Mapping[str, Any]] = None
-    disabled: bool = False
-    send: bool = True
     sync_mode: bool = False
-    debug: bool = False
+    timeout: float = 15.0
+    poll_interval: float = 30.0
+    personal_api_key: Optional[str] = field(default=None, repr=False)
+    disabled: bool = False
     disable_geoip: bool = True
     historical_migration: bool = False
-    poll_interval: float = 30.0
     feature_flags_request_timeout_seconds: float = 3.0
+    super_properties: Optional[Mapping[str, Any]] = None
+    enable_exception_autocapture: bool = False
+    project_root: Optional[str] = None
+    before_send: Optional[Callable[[Dict[str, Any]], Optional[Mapping[str, Any]]]] = None
+    enable_local_evaluation: bool = True
+    secret_key: Optional[str] = field(default=None, repr=False)  # PostHog's personal_api_key
+    # productos' own settings
+    api_key: Optional[str] = field(default=None, repr=False)  # another name for project_api_key
+    max_batch_size: int = 2_000
+    max_queue_bytes: Optional[int] = None
+    on_full: OnFull = "drop_new"
+    block_timeout: float = 0.5
+    max_concurrent_requests: int = 4
+    on_drop: Optional[Callable[[Any, str], Any]] = None
+    spool_path: Optional[PathArg] = None
+    spool_max_bytes: int = 100 * 1024 * 1024
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 30.0
+    shutdown_timeout: float = 5.0
+    flag_definitions_file: Optional[str] = None
+    flag_definitions: Optional[Mapping[str, Any]] = field(default=None, repr=False)
+    flags_first_load_timeout: float = 1.0
+    sender: Optional[Sender] = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
 
     def __repr__(self) -> str:
-        # Keys stay out of reprs: they end up in logs and tracebacks.
-        return f"Options(host={self.host!r}, flush_at={self.flush_at}, sync_mode={self.sync_mode})"
+        # Only what differs from the defaults, and never a key: reprs end up in logs.
+        changed = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                            if f.repr and getattr(self, f.name) != f.default)
+        return f"Options({changed})"
 
-    def validate(self) -> Options:
-        """Raise ConfigurationError for values that cannot work; return self otherwise."""
-        _positive_int("flush_at", self.flush_at)
-        _positive_int("max_queue_size", self.max_queue_size)
-        _positive_int("max_batch_size", self.max_batch_size)
-        _non_negative_int("max_retries", self.max_retries)
-        _positive_int("max_concurrent_requests", self.max_concurrent_requests)
-        _positive_int("spool_max_bytes", self.spool_max_bytes)
-        if self.spool_path is not None and not isinstance(self.spool_path, (str, os.PathLike)):
-            raise ConfigurationError("spool_path must be a file path")
-        if self.max_queue_bytes is not None:
-            _positive_int("max_queue_bytes", self.max_queue_bytes)
-        if self.on_full not in ("drop_new", "drop_old", "block"):
-            raise ConfigurationError(
-                f"on_full must be 'drop_new', 'drop_old' or 'block', not {self.on_full!r}")
-        _non_negative_number("block_timeout", self.block_timeout)
-        _positive_number("flush_interval", self.flush_interval)
-        _non_negative_number("retry_base_delay", self.retry_base_delay)
-        _non_negative_number("retry_max_delay", self.retry_max_delay)
-        _positive_number("timeout", self.timeout)
-        _non_negative_number("shutdown_timeout", self.shutdown_timeout)
-        _positive_number("poll_interval", self.poll_interval)
-        _positive_number("feature_flags_request_timeout_seconds",
-                         self.feature_flags_request_timeout_seconds)
-        for name in ("on_error", "before_send", "on_drop"):
-            value = getattr(self, name)
-            if value is not None and not callable(value):
-                raise ConfigurationError(f"{name} must be callable, not {type(value).__name__}")
-        if self.super_properties is not None and not isinstance(self.super_properties, Mapping):
-            raise ConfigurationError("super_properties must be a mapping")
-        if not self.host.startswith(("http://", "https://")):
-            raise ConfigurationError(f"host must be an http(s) URL, not {self.host!r}")
-        return self
+    def resolved(self) -> Options:
+        """Return these options with keys and host taken from aliases and the environment."""
+        key = self.project_api_key if self.project_api_key is not None else self.api_key
+        if key is None:
+            key = os.environ.get(ENV_API_KEY, "")
+        host = _checked_host(self.host or os.environ.get(ENV_HOST) or None)
+        personal = (self.personal_api_key or self.secret_key
+                    or os.environ.get(ENV_PERSONAL_API_KEY) or None)
+        spool = None if self.spool_path is None else os.fspath(self.spool_path)
+        return replace(self, project_api_key=key.strip(), api_key=None, host=host,
+                       personal_api_key=personal, secret_key=None, spool_path=spool)
+
+    @classmethod
+    def from_call(cls, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+                  caller: str = "Client()") -> Options:
+        """Return the resolved options of a ``Client(*args, **kwargs)`` call."""
+        try:
+            given = cls(*args, **kwargs)
+        except TypeError as exc:  # a wrong argument name or count: say whose call it was
+            raise TypeError(re.sub(r"^(?:Options\.)?__init__\(\)", caller, str(exc))) from None
+        return given.resolved()
 
 
-def resolve_api_key(project_api_key: Optional[str], api_key: Optional[str]) -> str:
-    """Pick the project key from the argument, its alias, or the environment."""
-    if project_api_key is not None and api_key is not None and project_api_key != api_key:
+def defaults() -> Dict[str, Any]:
+    """Return every option's name and default value, in declaration order."""
+    return {f.name: f.default for f in fields(Options)}
+
+
+def parameters_of(source: Callable[P, Any]
+                  ) -> Callable[[Callable[Concatenate[S, ...], None]],
+                                Callable[Concatenate[S, P], None]]:
+    """Return a decorator that gives an ``__init__(self, *args, **kwargs)`` source's parameters.
+
+    Type checkers see them through the ParamSpec; ``inspect`` and ``help()`` through
+    ``__signature__``. The decorated function itself is returned unchanged.
+    """
+    params = list(inspect.signature(source).parameters.values())
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+    def apply(init: Callable[Concatenate[S, ...], None]) -> Callable[Concatenate[S, P], None]:
+        init.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [this, *params], return_annotation=None)
+        return init
+    return apply
+
+
+takes_options = parameters_of(Options)
+
+
+# --- validation (pure) -------------------------------------------------------------------------
+
+
+def _validate(options: Options) -> None:
+    """Raise ConfigurationError (a ValueError) for values that cannot work."""
+    for name in ("project_api_key", "api_key", "host", "personal_api_key", "secret_key"):
+        value = getattr(options, name)
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a string")
+    if options.host is not None:
+        _checked_host(options.host)
+    if (options.project_api_key is not None and options.api_key is not None
+            and options.project_api_key != options.api_key):
         raise ConfigurationError("project_api_key and api_key were both given and differ")
-    key = project_api_key if project_api_key is not None else api_key
-    if key is None:
-        key = os.environ.get(ENV_API_KEY, "")
-    if not isinstance(key, str):
-        raise ConfigurationError("project_api_key must be a string")
-    return key.strip()
+    _positive_int("flush_at", options.flush_at)
+    _positive_int("max_queue_size", options.max_queue_size)
+    _positive_int("max_batch_size", options.max_batch_size)
+    _non_negative_int("max_retries", options.max_retries)
+    _positive_int("max_concurrent_requests", options.max_concurrent_requests)
+    _positive_int("spool_max_bytes", options.spool_max_bytes)
+    if options.spool_path is not None and not isinstance(options.spool_path,
+                                                         (str, os.PathLike)):
+        raise ConfigurationError("spool_path must be a file path")
+    if options.max_queue_bytes is not None:
+        _positive_int("max_queue_bytes", options.max_queue_bytes)
+    if options.on_full not in OVERFLOW_POLICIES:
+        raise ConfigurationError(
+            f"on_full must be 'drop_new', 'drop_old' or 'block', not {options.on_full!r}")
+    _non_negative_number("block_timeout", options.block_timeout)
+    _positive_number("flush_interval", options.flush_interval)
+    _non_negative_number("retry_base_delay", options.retry_base_delay)
+    _non_negative_number("retry_max_delay", options.retry_max_delay)
+    _positive_number("timeout", options.timeout)
+    _non_negative_number("shutdown_timeout", options.shutdown_timeout)
+    _positive_number("poll_interval", options.poll_interval)
+    _positive_number("feature_flags_request_timeout_seconds",
+                     options.feature_flags_request_timeout_seconds)
+    for name in ("on_error", "before_send", "on_drop"):
+        value = getattr(options, name)
+        if value is not None and not callable(value):
+            raise ConfigurationError(f"{name} must be callable, not {type(value).__name__}")
+    if options.super_properties is not None and not isinstance(options.super_properties,
+                                                               Mapping):
+        raise ConfigurationError("super_properties must be a mapping")
+    if options.flag_definitions_file is not None and options.flag_definitions is not None:
+        raise ConfigurationError("give flag_definitions_file or flag_definitions, not both")
 
 
-def resolve_host(host: Optional[str]) -> str:
-    """Pick the host from the argument or the environment, normalised."""
-    if host is not None and not isinstance(host, str):
-        raise ConfigurationError("host must be a string")
-    return normalize_host(host or os.environ.get(ENV_HOST) or None)
+def _checked_host(host: Optional[str]) -> str:
+    normalised = normalize_host(host)
+    if not normalised.startswith(("http://", "https://")):
+        raise ConfigurationError(f"host must be an http(s) URL, not {normalised!r}")
+    return normalised
 
 
 def _is_int(value: Any) -> bool:

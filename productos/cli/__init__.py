@@ -16,9 +16,10 @@ redaction), ``_settings`` (host and keys), ``_properties`` (KEY=VALUE arguments)
 
 from __future__ import annotations
 
+import argparse
 import sys
 import traceback
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from productos.cli._errors import (
     EXIT_CONFIG,
@@ -69,7 +70,7 @@ from productos.cli.flags import (
     cmd_flags_list,
     describe_filter,
     fetch_definitions,
-    load_snapshot,
+    load_definitions,
     result_json,
     rollout_summary,
 )
@@ -90,13 +91,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if not getattr(args, "func", None):
+    handler = getattr(args, "handler", None)
+    if not handler:
         parser.print_help()
         return EXIT_OK
+    command: Callable[[argparse.Namespace], int] = globals()[handler]  # replaceable (tests do)
     debug = bool(option_value(args, "debug"))
     with sdk_logging(debug):
         try:
-            return int(args.func(args))
+            return int(command(args))
         except CLIError as exc:
             if wants_json(args) and not exc.reported:
                 print_json({"ok": False, "error": redact(exc.message), "exit_code": exc.code})

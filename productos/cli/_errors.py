@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from productos import errors
 from productos.cli._output import redact
 
 EXIT_OK = 0
@@ -29,8 +30,6 @@ _ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 def describe_error(error: BaseException) -> str:
     """A short, key-free sentence for an error (requests' connection errors are verbose)."""
-    from productos import errors
-
     text = str(error)
     if isinstance(error, errors.ConnectError):
         match = _ERRNO_RE.search(text)
@@ -44,8 +43,6 @@ def describe_error(error: BaseException) -> str:
 
 def connection_code(error: Optional[BaseException]) -> int:
     """The exit status for a failed request: EXIT_CONFIG for connection and key trouble."""
-    from productos import errors
-
     if isinstance(error, errors.AuthenticationError):
         return EXIT_CONFIG
     if isinstance(error, errors.APIError):
@@ -57,8 +54,6 @@ def connection_code(error: Optional[BaseException]) -> int:
 
 def unexpected_code(exc: BaseException) -> int:
     """The exit status for an unexpected exception."""
-    from productos import errors
-
     if isinstance(exc, errors.ConfigurationError):
         return EXIT_CONFIG
     if isinstance(exc, errors.TransportError):

@@ -9,12 +9,9 @@ import logging
 import sys
 from typing import Any, Iterator
 
+from productos.diagnostics import redact
 
-def redact(text: str) -> str:
-    """Remove anything shaped like a key from text."""
-    from productos._delivery.transport import redact as redact_keys
-
-    return redact_keys(text)
+__all__ = ["RedactingFormatter", "print_json", "redact", "sdk_logging", "show", "wants_json"]
 
 
 def wants_json(args: argparse.Namespace) -> bool:

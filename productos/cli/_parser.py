@@ -85,11 +85,11 @@ def _props_options() -> _Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser for every command."""
-    # Looked up on the package when the parser is built, so productos.cli.cmd_* can be
-    # replaced (tests do).
-    from productos import cli as commands
+    """Build the argument parser for every command.
 
+    Each command stores the name of its ``cmd_*`` function as ``handler``; ``main`` looks it
+    up in ``productos.cli`` when it runs, so the parser needs no import of its parent.
+    """
     parser = _Parser(prog="productos", parents=[_global_options()],
                      description="productos: product analytics and feature flags speaking "
                                  "PostHog's API, from the command line.",
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", help="keep the events in this SQLite file")
     demo.add_argument("--verbose", "-v", action="store_true",
                       help="explain every flag for every user")
-    demo.set_defaults(func=commands.cmd_demo)
+    demo.set_defaults(handler="cmd_demo")
 
     send = [common, _send_options(), _props_options()]
     capture = sub.add_parser("capture", parents=send, help="send one event",
@@ -119,13 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--distinct-id", required=True, help="who did it")
     capture.add_argument("--group", action="append", metavar="TYPE=KEY",
                          help="attach a group (repeatable)")
-    capture.set_defaults(func=commands.cmd_capture)
+    capture.set_defaults(handler="cmd_capture")
 
     set_ = sub.add_parser("set", parents=send, help="set person properties ($set)",
                           description="Set person properties ($set; $set_once with --once).")
     set_.add_argument("--distinct-id", required=True, help="the person")
     set_.add_argument("--once", action="store_true", help="send $set_once instead of $set")
-    set_.set_defaults(func=commands.cmd_set)
+    set_.set_defaults(handler="cmd_set")
 
     alias = sub.add_parser("alias", parents=[common, _send_options()],
                            help="link a new distinct id to an existing one",
@@ -133,14 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "same person as --previous-id (existing).")
     alias.add_argument("--previous-id", required=True, help="the existing distinct id")
     alias.add_argument("--distinct-id", required=True, help="the new distinct id")
-    alias.set_defaults(func=commands.cmd_alias)
+    alias.set_defaults(handler="cmd_alias")
 
     group = sub.add_parser("group", parents=send, help="set group properties ($groupidentify)",
                            description="Send $groupidentify for one group.")
     group.add_argument("group_type", metavar="TYPE", help="group type, e.g. company")
     group.add_argument("group_key", metavar="KEY", help="group key, e.g. acme")
     group.add_argument("--distinct-id", help="sender (default: $TYPE_KEY)")
-    group.set_defaults(func=commands.cmd_group)
+    group.set_defaults(handler="cmd_group")
 
     flags = sub.add_parser("flags", help="list and evaluate feature flags",
                            description="Inspect flag definitions and evaluate flags.")
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list", parents=[common], help="list flags: active, rollout, local evaluation",
         description="List flag definitions (needs the personal API key, or --file).")
     flist.add_argument("--file", help="read definitions from this JSON file instead")
-    flist.set_defaults(func=commands.cmd_flags_list)
+    flist.set_defaults(handler="cmd_flags_list")
     feval = flags_sub.add_parser(
         "eval", parents=[common], help="evaluate one flag for one person",
         description="Evaluate one flag: locally when the personal API key is set, else (or when "
@@ -170,13 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--local-only", action="store_true", help="never ask the server")
     where.add_argument("--remote", action="store_true", help="ask the server only")
     feval.add_argument("--file", help="evaluate against definitions in this JSON file (offline)")
-    feval.set_defaults(func=commands.cmd_flags_eval)
+    feval.set_defaults(handler="cmd_flags_eval")
 
     doctor = sub.add_parser("doctor", parents=[common], help="check host, keys, flags, clock",
                             description="Check that the host is reachable, the project key is "
                                         "accepted, the personal key can load definitions, which "
                                         "flags need the server, and the clock skew.")
-    doctor.set_defaults(func=commands.cmd_doctor)
+    doctor.set_defaults(handler="cmd_doctor")
 
     dev = sub.add_parser("devserver", parents=[local], help="run the local dev server",
                          description="Run the local PostHog-compatible server (events in "
@@ -191,15 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--personal-api-key", dest="server_personal_api_key",
                      help=f"personal key for /flags/definitions (default "
                           f"${ENV_PERSONAL_API_KEY}, else {DEV_PERSONAL_API_KEY})")
-    dev.set_defaults(func=commands.cmd_devserver)
+    dev.set_defaults(handler="cmd_devserver")
 
     events = sub.add_parser("events", help="read the dev server's events",
                             description="Read events stored by the dev server.")
     events_sub = events.add_subparsers(dest="events_command", metavar="SUBCOMMAND",
                                        parser_class=_Parser)
     events_sub.required = True
-    for name, func, text in (("tail", commands.cmd_events_tail, "print the latest events"),
-                             ("export", commands.cmd_events_export, "export events, oldest first")):
+    for name, handler, text in (("tail", "cmd_events_tail", "print the latest events"),
+                                ("export", "cmd_events_export", "export events, oldest first")):
         ev = events_sub.add_parser(name, parents=[local], help=text, description=text + ".")
         ev.add_argument("--db", required=True,
                         help="the dev server's SQLite database (printed when it starts)")
@@ -217,5 +217,5 @@ def build_parser() -> argparse.ArgumentParser:
                             help="output format (default ndjson)")
             ev.add_argument("--limit", type=int, help="only the newest N events")
             ev.add_argument("--output", "-o", help="write to this file (default stdout)")
-        ev.set_defaults(func=func)
+        ev.set_defaults(handler=handler)
     return parser

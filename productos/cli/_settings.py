@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
 from productos.cli._errors import EXIT_CONFIG, EXIT_USAGE, CLIError
+from productos.diagnostics import normalize_host
 
 ENV_HOST = "PRODUCTOS_HOST"
 ENV_API_KEY = "PRODUCTOS_API_KEY"
@@ -35,8 +36,6 @@ def option_value(args: argparse.Namespace, name: str) -> Any:
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
     """Resolve host, keys and timeout from the options and the environment."""
-    from productos._delivery.transport import normalize_host
-
     host = option_value(args, "host") or os.environ.get(ENV_HOST) or None
     host = normalize_host(host)
     if not host.startswith(("http://", "https://")):

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from productos import Client
 from productos.cli._errors import EXIT_FAILURE, EXIT_OK, CLIError
 from productos.cli._output import print_json, redact, show, wants_json
 from productos.cli.devserver import start_devserver, wait_until_interrupted
 from productos.cli.flags import value_text
-
-if TYPE_CHECKING:
-    from productos.client import Client
-    from productos.flags import FlagResult
-
+from productos.flags import FlagResult, explain
 
 DEMO_PROJECT_API_KEY = "phc_productos_demo"
 DEMO_PERSONAL_API_KEY = "phx_productos_demo"
@@ -153,9 +150,6 @@ def _demo_context(user: str, person: Dict[str, Any], company: str) -> Dict[str, 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a dev server, send sample events and evaluate sample flags end to end."""
-    from productos.client import Client
-    from productos.flags import explain
-
     quiet = wants_json(args)
     say: Callable[..., None] = (lambda *a, **k: None) if quiet else print
     server = start_devserver(host="127.0.0.1", port=args.port, db_path=args.db,
@@ -243,7 +237,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             name = str(event.get("event"))
             counts[name] = counts.get(name, 0) + 1
         say("\n4. Summary")
-        say(f"  events: {stats['captured']} captured, {stats['delivered']} delivered, "
+        say(f"  events: {stats['captured']} captured, {stats['sent']} delivered, "
             f"{stats['dropped_total']} dropped; {len(stored)} stored by the dev server")
         for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             say(f"    {count:>3}  {name}")
@@ -259,7 +253,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if quiet:
             print_json({
                 "url": server.url, "viewer": server.url + "/", "db": db,
-                "events": {"captured": stats["captured"], "delivered": stats["delivered"],
+                "events": {"captured": stats["captured"], "delivered": stats["sent"],
                            "dropped": stats["dropped_total"], "stored": len(stored),
                            "by_name": counts},
                 "flags": {user: {k: r.value for k, r in results.items()}

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from typing import List
 
+from productos import diagnostics
 from productos.cli._errors import EXIT_FAILURE, EXIT_OK, CLIError, describe_error
 from productos.cli._output import print_json, wants_json
 from productos.cli._settings import (
@@ -16,10 +15,6 @@ from productos.cli._settings import (
     Settings,
     resolve_settings,
 )
-
-if TYPE_CHECKING:
-    from productos._delivery.transport import Response
-    from productos._flags.definitions import Snapshot
 
 
 @dataclass
@@ -32,120 +27,91 @@ class Check:
     items: List[str] = field(default_factory=list)
 
 
-def _server_date(response: Response) -> Optional[float]:
-    from productos._delivery.transport import parse_http_date
-
-    return parse_http_date(response.headers.get("Date"))
-
-
 def run_doctor(settings: Settings) -> List[Check]:
     """Run every check against the configured host; never raises for network trouble."""
-    from productos import errors
-    from productos._delivery.transport import FLAGS_PATH, Transport
-    from productos._flags.definitions import parse_definitions
-    from productos._flags.remote import DefinitionsRequester, flags_request_body
-
     checks: List[Check] = []
     skews: List[float] = []
-    transport = Transport(settings.host, timeout=settings.timeout)
 
-    def timed(call: Callable[[], Any]) -> Tuple[Any, float]:
-        before = time.time()
-        started = time.monotonic()
-        value = call()
-        elapsed = time.monotonic() - started
-        if hasattr(value, "headers"):
-            server = _server_date(value)
-            if server is not None:
-                # The Date header has whole seconds: compare with the middle of the request.
-                skews.append(server + 0.5 - (before + elapsed / 2))
-        return value, elapsed
+    def seen(probe: diagnostics.Probe) -> diagnostics.Probe:
+        if probe.clock_skew is not None:
+            skews.append(probe.clock_skew)
+        return probe
 
-    try:
-        try:
-            response, elapsed = timed(lambda: transport.request("GET", "/"))
-        except errors.TransportError as exc:
-            checks.append(Check("host reachable", "FAIL", describe_error(exc)))
-            for name in ("project API key", "personal API key", "flag definitions",
-                         "clock skew"):
-                checks.append(Check(name, "SKIP", "host not reachable"))
-            return checks
-        checks.append(Check("host reachable", "PASS",
-                            f"{settings.host} answered HTTP {response.status} in "
-                            f"{elapsed * 1000:.0f} ms"))
+    host = seen(diagnostics.check_host(settings.host, timeout=settings.timeout))
+    if host.error is not None:
+        checks.append(Check("host reachable", "FAIL", describe_error(host.error)))
+        for name in ("project API key", "personal API key", "flag definitions", "clock skew"):
+            checks.append(Check(name, "SKIP", "host not reachable"))
+        return checks
+    checks.append(Check("host reachable", "PASS",
+                        f"{settings.host} answered HTTP {host.status} in "
+                        f"{host.elapsed * 1000:.0f} ms"))
 
-        if not settings.api_key:
+    if not settings.api_key:
+        checks.append(Check("project API key", "FAIL",
+                            f"not set: pass --api-key or set {ENV_API_KEY}"))
+    else:
+        probe = seen(diagnostics.check_project_key(settings.api_key, settings.host,
+                                                   timeout=settings.timeout))
+        if probe.error is not None:
             checks.append(Check("project API key", "FAIL",
-                                f"not set: pass --api-key or set {ENV_API_KEY}"))
+                                f"/flags request failed: {describe_error(probe.error)}"))
         else:
-            body = json.dumps(flags_request_body(
-                settings.api_key, "productos-doctor", groups={}, person_properties={},
-                group_properties={}, device_id=None, disable_geoip=True)).encode()
-            try:
-                response, _ = timed(lambda: transport.post_json(FLAGS_PATH, body, gzip=False))
-            except errors.TransportError as exc:
-                checks.append(Check("project API key", "FAIL",
-                                    f"/flags request failed: {describe_error(exc)}"))
-            else:
-                checks.append(_project_key_check(response, settings))
+            checks.append(_project_key_check(probe, settings))
 
-        if not settings.personal_api_key:
-            checks.append(Check("personal API key", "SKIP",
-                                f"not set: flags are evaluated by the server (set "
-                                f"{ENV_PERSONAL_API_KEY} for local evaluation)"))
-            checks.append(Check("flag definitions", "SKIP", "needs the personal API key"))
-        elif not settings.api_key:
-            checks.append(Check("personal API key", "SKIP", "needs the project API key too"))
-            checks.append(Check("flag definitions", "SKIP", "needs both keys"))
+    if not settings.personal_api_key:
+        checks.append(Check("personal API key", "SKIP",
+                            f"not set: flags are evaluated by the server (set "
+                            f"{ENV_PERSONAL_API_KEY} for local evaluation)"))
+        checks.append(Check("flag definitions", "SKIP", "needs the personal API key"))
+    elif not settings.api_key:
+        checks.append(Check("personal API key", "SKIP", "needs the project API key too"))
+        checks.append(Check("flag definitions", "SKIP", "needs both keys"))
+    else:
+        fetched = diagnostics.fetch_definitions(settings.api_key, settings.personal_api_key,
+                                                settings.host, timeout=settings.timeout)
+        source = settings.personal_api_key_source
+        if fetched.definitions is not None:
+            checks.append(Check("personal API key", "PASS",
+                                f"accepted for flag definitions (from {source})"))
+            checks.append(_definitions_check(fetched.definitions))
         else:
-            requester = DefinitionsRequester(transport, settings.api_key,
-                                             settings.personal_api_key,
-                                             timeout=settings.timeout)
-            fetched = requester.fetch()
-            source = settings.personal_api_key_source
-            if fetched.outcome == "ok" and fetched.data is not None:
-                checks.append(Check("personal API key", "PASS",
-                                    f"accepted for flag definitions (from {source})"))
-                checks.append(_definitions_check(parse_definitions(fetched.data)))
+            detail = describe_error(fetched.error) if fetched.error else fetched.outcome
+            if fetched.outcome == "unauthorized":
+                text = (f"refused for flag definitions ({detail}): check "
+                        f"--personal-api-key or {ENV_PERSONAL_API_KEY} (from {source})")
+            elif fetched.outcome == "quota_limited":
+                text = f"flag definitions are quota limited ({detail})"
             else:
-                detail = describe_error(fetched.error) if fetched.error else fetched.outcome
-                if fetched.outcome == "unauthorized":
-                    text = (f"refused for flag definitions ({detail}): check "
-                            f"--personal-api-key or {ENV_PERSONAL_API_KEY} (from {source})")
-                elif fetched.outcome == "quota_limited":
-                    text = f"flag definitions are quota limited ({detail})"
-                else:
-                    text = f"flag definitions request failed: {detail}"
-                checks.append(Check("personal API key", "FAIL", text))
-                checks.append(Check("flag definitions", "SKIP", "not loaded"))
-        checks.append(_skew_check(skews))
-    finally:
-        transport.close()
+                text = f"flag definitions request failed: {detail}"
+            checks.append(Check("personal API key", "FAIL", text))
+            checks.append(Check("flag definitions", "SKIP", "not loaded"))
+    checks.append(_skew_check(skews))
     return checks
 
 
-def _project_key_check(response: Response, settings: Settings) -> Check:
+def _project_key_check(probe: diagnostics.Probe, settings: Settings) -> Check:
     source = settings.api_key_source
-    if response.status == 200:
-        data = response.json()
+    if probe.status == 200:
+        data = probe.body
         if isinstance(data, dict) and "feature_flags" in (data.get("quotaLimited") or []):
             return Check("project API key", "WARN",
                          f"accepted by /flags, but flags are quota limited (from {source})")
         return Check("project API key", "PASS", f"accepted by /flags (from {source})")
-    if response.status in (401, 403):
+    if probe.status in (401, 403):
         return Check("project API key", "FAIL",
-                     f"refused by /flags (HTTP {response.status}: {response.message()}): "
+                     f"refused by /flags (HTTP {probe.status}: {probe.message}): "
                      f"check --api-key or {ENV_API_KEY} (from {source})")
     return Check("project API key", "FAIL",
-                 f"/flags answered HTTP {response.status}: {response.message()}")
+                 f"/flags answered HTTP {probe.status}: {probe.message}")
 
 
-def _definitions_check(snapshot: Snapshot) -> Check:
-    flags = list(snapshot.flags.values())
+def _definitions_check(definitions: diagnostics.Definitions) -> Check:
+    flags = definitions.flags
     remote_only = [f for f in flags if not f.evaluable_locally]
     items = [f"{f.key}: {f.local_problem}" for f in remote_only]
-    items += [f"problem: {p}" for p in snapshot.problems]
-    if not remote_only and not snapshot.problems:
+    items += [f"problem: {p}" for p in definitions.problems]
+    if not remote_only and not definitions.problems:
         return Check("flag definitions", "PASS",
                      f"{len(flags)} flag(s), all can be evaluated locally")
     return Check("flag definitions", "WARN",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
+from productos import Client, diagnostics
 from productos.cli._errors import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -29,32 +29,41 @@ from productos.cli._settings import (
     option_value,
     resolve_settings,
 )
-
-if TYPE_CHECKING:
-    from productos._flags.definitions import CompiledFlag, FilterSpec, Snapshot
-    from productos.flags import FlagResult
+from productos.diagnostics import ConditionInfo, Definitions, FlagInfo
+from productos.flags import EvaluationContext, FlagResult, explain
 
 
-def fetch_definitions(settings: Settings) -> Tuple[Mapping[str, Any], float]:
-    """Fetch the raw definitions with the personal key; return them and the request time (s)."""
-    from productos._delivery.transport import Transport
-    from productos._flags.remote import DefinitionsRequester
+class _Filter(Protocol):
+    """A property filter: a definition's (FilterInfo) or one in an evaluation trace."""
 
+    @property
+    def type(self) -> str:
+        """person, group, cohort or flag."""
+
+    @property
+    def key(self) -> Any:
+        """The property (or flag) the filter reads."""
+
+    @property
+    def operator(self) -> str:
+        """How the value is compared."""
+
+    @property
+    def value(self) -> Any:
+        """What it is compared with."""
+
+
+def fetch_definitions(settings: Settings) -> Tuple[Definitions, float]:
+    """Fetch the definitions with the personal key; return them and the request time (s)."""
     need_api_key(settings, "loading flag definitions")
     if not settings.personal_api_key:
         raise CLIError(f"loading flag definitions needs a personal API key: pass "
                        f"--personal-api-key or set {ENV_PERSONAL_API_KEY} (or use --file)",
                        EXIT_CONFIG)
-    transport = Transport(settings.host, timeout=settings.timeout)
-    started = time.monotonic()
-    try:
-        fetched = DefinitionsRequester(transport, settings.api_key, settings.personal_api_key,
-                                       timeout=settings.timeout).fetch()
-    finally:
-        transport.close()
-    elapsed = time.monotonic() - started
-    if fetched.outcome == "ok" and fetched.data is not None:
-        return fetched.data, elapsed
+    fetched = diagnostics.fetch_definitions(settings.api_key, settings.personal_api_key,
+                                            settings.host, timeout=settings.timeout)
+    if fetched.definitions is not None:
+        return fetched.definitions, fetched.elapsed
     detail = describe_error(fetched.error) if fetched.error else fetched.outcome
     if fetched.outcome == "unauthorized":
         raise CLIError(f"the personal API key was refused for flag definitions ({detail}): check "
@@ -65,28 +74,24 @@ def fetch_definitions(settings: Settings) -> Tuple[Mapping[str, Any], float]:
                    connection_code(fetched.error))
 
 
-def load_snapshot(args: argparse.Namespace) -> Tuple[Snapshot, str]:
-    """Load definitions from --file or from the server; return the snapshot and its source."""
-    from productos._flags.definitions import parse_definitions
-
+def load_definitions(args: argparse.Namespace) -> Tuple[Definitions, str]:
+    """Load definitions from --file or from the server; return them and their source."""
     path = option_value(args, "file")
     if path:
-        from productos._flags.poller import load_definitions_file
-
         try:
-            return load_definitions_file(path), path
+            return Definitions.from_file(path), path
         except ValueError as exc:
             raise CLIError(str(exc), EXIT_CONFIG) from None
     settings = resolve_settings(args)
-    data, _ = fetch_definitions(settings)
-    return parse_definitions(data), settings.host
+    definitions, _ = fetch_definitions(settings)
+    return definitions, settings.host
 
 
 def _pct(value: Optional[float]) -> str:
     return "100%" if value is None else f"{value:g}%"
 
 
-def describe_filter(spec: FilterSpec) -> str:
+def describe_filter(spec: _Filter) -> str:
     """A short, readable form of one property filter."""
     if spec.type == "cohort":
         return f"{'not ' if spec.operator == 'not_in' else ''}in cohort {spec.value}"
@@ -98,7 +103,7 @@ def describe_filter(spec: FilterSpec) -> str:
     return f"{prefix}{spec.key} {spec.operator} {show(spec.value)}"
 
 
-def rollout_summary(flag: CompiledFlag) -> str:
+def rollout_summary(flag: FlagInfo) -> str:
     """One line: who gets the flag, by condition, with variants and holdout."""
     if flag.malformed:
         return f"malformed: {flag.malformed}"
@@ -113,23 +118,25 @@ def rollout_summary(flag: CompiledFlag) -> str:
     if flag.variants:
         summary += " | variants " + ", ".join(
             f"{v.key} {v.rollout_percentage:g}%" for v in flag.variants)
-    if flag.holdout is not None:
-        summary += f" | holdout {flag.holdout.exclusion_percentage:g}%"
+    if flag.holdout_percentage is not None:
+        summary += f" | holdout {flag.holdout_percentage:g}%"
     if flag.is_group_flag:
         summary = f"per {flag.group_type or 'unknown group type'}: " + summary
     return summary
 
 
-def _flag_json(flag: CompiledFlag) -> Dict[str, Any]:
+def _condition_json(cond: ConditionInfo) -> Dict[str, Any]:
+    return {"filters": [describe_filter(f) for f in cond.filters],
+            "rollout_percentage": 100 if cond.rollout_percentage is None
+            else cond.rollout_percentage,
+            "variant": cond.variant}
+
+
+def _flag_json(flag: FlagInfo) -> Dict[str, Any]:
     return {
         "key": flag.key, "id": flag.id, "version": flag.version, "active": flag.active,
         "group_type": flag.group_type, "rollout": rollout_summary(flag),
-        "conditions": [
-            {"filters": [describe_filter(f) for f in c.filters],
-             "rollout_percentage": 100 if c.rollout_percentage is None else c.rollout_percentage,
-             "variant": c.variant}
-            for c in flag.conditions
-        ],
+        "conditions": [_condition_json(c) for c in flag.conditions],
         "variants": [{"key": v.key, "rollout_percentage": v.rollout_percentage}
                      for v in flag.variants],
         "evaluable_locally": flag.evaluable_locally,
@@ -139,14 +146,14 @@ def _flag_json(flag: CompiledFlag) -> Dict[str, Any]:
 
 def cmd_flags_list(args: argparse.Namespace) -> int:
     """List flag definitions: key, active, rollout, and whether they evaluate locally."""
-    snapshot, source = load_snapshot(args)
-    flags = list(snapshot.flags.values())
+    definitions, source = load_definitions(args)
+    flags = definitions.flags
     remote_only = [f for f in flags if not f.evaluable_locally]
     if wants_json(args):
         print_json({"source": source, "count": len(flags),
                      "not_evaluable_locally": [f.key for f in remote_only],
                      "flags": [_flag_json(f) for f in flags],
-                     "problems": list(snapshot.problems)})
+                     "problems": list(definitions.problems)})
         return EXIT_OK
     print(f"{len(flags)} flag(s) from {source}; {len(remote_only)} cannot be evaluated locally")
     if not flags:
@@ -159,19 +166,17 @@ def cmd_flags_list(args: argparse.Namespace) -> int:
         print(f"  {flag.key:<{width}}  {active:<6}  {local:<5}  {rollout_summary(flag)}")
         if not flag.evaluable_locally:
             print(f"  {'':<{width}}  {'':<6}  {'':<5}  why not local: {flag.local_problem}")
-    for problem in snapshot.problems:
+    for problem in definitions.problems:
         print(f"warning: {problem}")
     return EXIT_OK
 
 
-def _filter_json(spec: FilterSpec) -> Dict[str, Any]:
+def _filter_json(spec: _Filter) -> Dict[str, Any]:
     return {"type": spec.type, "key": spec.key, "operator": spec.operator, "value": spec.value}
 
 
 def result_json(result: FlagResult, explain_it: bool = False) -> Dict[str, Any]:
     """A FlagResult as JSON, with the structured evaluation trace when asked."""
-    from productos.flags import explain
-
     reason = result.reason
     data: Dict[str, Any] = {
         "key": result.key, "value": result.value, "variant": result.variant,
@@ -207,21 +212,16 @@ def value_text(result: FlagResult) -> str:
 
 def _evaluate_from_file(args: argparse.Namespace, person: Dict[str, Any], groups: Dict[str, str],
                         group_props: Dict[str, Dict[str, Any]]) -> FlagResult:
-    from productos import flags
-
-    snapshot, _ = load_snapshot(args)
-    ctx = flags.EvaluationContext(distinct_id=args.distinct_id, groups=groups,
-                                  person_properties=person, group_properties=group_props,
-                                  device_id=args.device_id)
-    return flags.evaluate(snapshot, args.key, ctx)
+    definitions, _ = load_definitions(args)
+    ctx = EvaluationContext(distinct_id=args.distinct_id, groups=groups,
+                            person_properties=person, group_properties=group_props,
+                            device_id=args.device_id)
+    return definitions.evaluate(args.key, ctx)
 
 
 def _evaluate_with_client(args: argparse.Namespace, person: Dict[str, Any],
                           groups: Dict[str, str], group_props: Dict[str, Dict[str, Any]]
                           ) -> Tuple[Optional[FlagResult], Optional[str]]:
-    from productos._flags.poller import SourceState
-    from productos.client import Client
-
     settings = resolve_settings(args)
     need_api_key(settings, "evaluating flags")
     use_local = bool(settings.personal_api_key) and not args.remote
@@ -242,7 +242,7 @@ def _evaluate_with_client(args: argparse.Namespace, person: Dict[str, Any],
             group_properties=group_props or None, device_id=args.device_id,
             only_evaluate_locally=args.local_only, send_feature_flag_events=False)
         status = client.flag_definitions_status()
-        if use_local and status is not None and status.state is not SourceState.VALID:
+        if use_local and status is not None and status.state.value != "valid":
             warning = (f"flag definitions not loaded ({status.state.value}: "
                        f"{redact(status.last_error or 'no answer')}); ")
             warning += "the value is unknown" if args.local_only else "the server was asked"
@@ -275,8 +275,6 @@ def cmd_flags_eval(args: argparse.Namespace) -> int:
     if wants_json(args):
         print_json({"distinct_id": args.distinct_id, **result_json(result, args.explain)})
     elif args.explain:
-        from productos.flags import explain
-
         print(explain(result))
         if not result.reason.trace and not result.locally_evaluated:
             print("note: the server sends no evaluation trace; with the personal API key the "

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import uuid as _uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
+from productos import Client, errors
 from productos.cli._errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -15,29 +16,10 @@ from productos.cli._errors import (
     connection_code,
     describe_error,
 )
-from productos.cli._output import print_json, redact, show, wants_json
+from productos.cli._output import print_json, show, wants_json
 from productos.cli._properties import collect_properties, parse_groups
 from productos.cli._settings import Settings, need_api_key, resolve_settings
-
-if TYPE_CHECKING:
-    from productos._delivery.transport import Response, Transport
-    from productos.client import Client
-
-
-def _recording_transport(host: str, timeout: float) -> Transport:
-    """A Transport that remembers the last answer, so the CLI can show the server's reply."""
-    from productos._delivery.transport import Transport
-
-    class RecordingTransport(Transport):
-        last: Optional[Response] = None
-
-        def request(self, method: str, path: str, **kwargs: Any) -> Response:
-            self.last = None
-            response = super().request(method, path, **kwargs)
-            self.last = response
-            return response
-
-    return RecordingTransport(host, timeout=timeout)
+from productos.diagnostics import send_one as send_and_report
 
 
 @dataclass
@@ -65,49 +47,24 @@ def send_one(settings: Settings, event: str, distinct_id: Optional[str], retries
              call: Callable[[Client, str], Optional[str]], event_uuid: Optional[str] = None
              ) -> Delivery:
     """Send one event synchronously through a real Client and report what the server said."""
-    from productos import errors
-    from productos._delivery.transport import BatchSender, RetryPolicy
-    from productos.client import Client
-
     need_api_key(settings, "sending events")
-    transport = _recording_transport(settings.host, settings.timeout)
-    sender = BatchSender(transport, settings.api_key,
-                         retry=RetryPolicy(max_retries=retries, base=0.5, cap=4.0))
-    failures: List[BaseException] = []
-    client = Client(settings.api_key, host=settings.host, sync_mode=True, sender=sender,
-                    timeout=settings.timeout, enable_local_evaluation=False,
-                    on_error=lambda exc, batch: failures.append(exc))
     the_uuid = event_uuid or str(_uuid.uuid4())
-    try:
-        returned = call(client, the_uuid)
-        stats = client.stats()
-    finally:
-        client.shutdown(timeout=1.0)
-        transport.close()
-    last: Optional[Response] = getattr(transport, "last", None)
-    status = None if last is None else last.status
-    response: Any = None
-    if last is not None:
-        response = last.json()
-        if response is None and last.body:
-            response = redact(last.body[:500].decode("utf-8", "replace"))
-    delivered = returned is not None and stats["delivered"] >= 1
+    report = send_and_report(lambda client: call(client, the_uuid), settings.api_key,
+                             settings.host, timeout=settings.timeout, retries=retries)
     error = None
-    reason = None
     code = EXIT_OK
-    if not delivered:
-        reason = next(iter(stats["dropped"]), None) or "not_sent"
-        failure = failures[-1] if failures else None
+    if not report.delivered:
+        failure = report.error
         if failure is not None:
             error = describe_error(failure)
             code = connection_code(failure)
             if isinstance(failure, errors.APIError) and failure.status in (401, 403):
                 error += " (check --api-key or PRODUCTOS_API_KEY)"
         else:
-            error = f"the event was dropped ({reason})"
+            error = f"the event was dropped ({report.reason})"
             code = EXIT_FAILURE
-    return Delivery(event, distinct_id, the_uuid, delivered, status, response, error, reason,
-                    code)
+    return Delivery(event, distinct_id, the_uuid, report.delivered, report.status,
+                    report.response, error, report.reason, code)
 
 
 def _report_delivery(args: argparse.Namespace, delivery: Delivery) -> int:

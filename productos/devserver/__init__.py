@@ -9,7 +9,7 @@ Standard library only (``http.server`` threads and ``sqlite3``)::
 
 from __future__ import annotations
 
-from productos.devserver.evaluation import load_definitions_file, normalise_definitions
+from productos.devserver.definitions import load_definitions_file, normalise_definitions
 from productos.devserver.server import MAX_BODY_BYTES, DevServer
 from productos.devserver.store import EventStore, export_events, tail_events
 

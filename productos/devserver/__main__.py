@@ -37,10 +37,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     sys.stderr.write(f"productos dev server listening on {server.url} (db {server.db_path})\n")
     try:
-        while True:  # the server runs on its own thread; wait here for Ctrl-C
-            if server._thread is None or not server._thread.is_alive():
-                return 1
-            server._thread.join(1.0)
+        # The server runs on its own thread; wait here, in short steps so Ctrl-C gets through.
+        while not server.join(1.0):
+            pass
+        return 1  # the serving thread ended without a Ctrl-C
     except KeyboardInterrupt:
         return 0
     finally:

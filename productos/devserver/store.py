@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 from typing import IO, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -288,7 +289,9 @@ def _ensure_person(conn: sqlite3.Connection, distinct_id: str, now: str) -> int:
             "INSERT INTO persons (properties, created_at, updated_at) VALUES ('{}', ?, ?)",
             (now, now),
         )
-        person_id = int(cursor.lastrowid)
+        person_id = cursor.lastrowid
+        if person_id is None:  # an INSERT into a rowid table always sets it
+            raise sqlite3.DatabaseError("the new person got no row id")
         conn.execute(
             "INSERT INTO person_distinct_ids (distinct_id, person_id) VALUES (?, ?)",
             (distinct_id, person_id),
@@ -391,7 +394,7 @@ def _update_group(
 
 def _row_to_event(row: Sequence[Any]) -> Dict[str, Any]:
     seq, _uuid, _event, _distinct_id, _timestamp, received_at, data = row
-    event = json.loads(data)
+    event: Dict[str, Any] = json.loads(data)
     event["seq"] = seq
     event["received_at"] = received_at
     return event
@@ -480,8 +483,6 @@ def export_events(
     if fmt not in ("ndjson", "csv"):
         raise ValueError(f"unknown export format {fmt!r}; use 'ndjson' or 'csv'")
     if out is None:
-        import sys
-
         out = sys.stdout
     conn = _open_readonly(db_path)
     try:
@@ -537,7 +538,8 @@ def tail_events(
         if not follow:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not (stop is not None and stop.is_set()):
+        waiter = stop if stop is not None else threading.Event()  # never set: a plain wait
+        while not waiter.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 return
             page = _query_events(
@@ -551,10 +553,7 @@ def tail_events(
             wait = poll_interval
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - time.monotonic()))
-            if stop is not None:
-                stop.wait(wait)
-            else:
-                time.sleep(wait)
+            waiter.wait(wait)
     finally:
         conn.close()
 

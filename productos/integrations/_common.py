@@ -6,16 +6,18 @@ into a :class:`RequestInfo` and let this module do the rest, so both behave the 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from types import TracebackType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Type
 
+from productos import Client
 from productos.context import identify_context, new_context, set_context_session, tag
+from productos.signals import auto_install
 
 log = logging.getLogger("productos")
 
@@ -36,7 +38,7 @@ class IntegrationNotAvailable(ImportError):
     """The framework an integration needs is not installed."""
 
 
-def require(module: str, extra: str, error: ImportError) -> IntegrationNotAvailable:
+def not_installed_error(module: str, extra: str, error: ImportError) -> IntegrationNotAvailable:
     """Return the error to raise when ``module`` cannot be imported for an integration."""
     return IntegrationNotAvailable(
         f"productos' {extra} integration needs {module}, which is not installed: "
@@ -57,13 +59,24 @@ def report_internal_error(what: str, exc: BaseException) -> None:
             log.debug("productos: internal error hook failed", exc_info=True)
 
 
-@contextlib.contextmanager
-def guard(what: str) -> Iterator[None]:
+class guard:  # lower case: it reads as a function, ``with guard("doing x"):``
     """Run SDK code inside a host hook: errors are logged, never raised into the application."""
-    try:
-        yield
-    except Exception as exc:
-        report_internal_error(what, exc)
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 traceback: Optional[TracebackType]) -> bool:
+        # A bool, so type checkers know the block may end here with the error swallowed.
+        if isinstance(exc, Exception):
+            report_internal_error(self.what, exc)
+            return True
+        return False
 
 
 _signal_drain_pid = 0
@@ -83,8 +96,6 @@ def ensure_signal_drain() -> None:
         return
     _signal_drain_pid = pid
     with guard("installing the SIGTERM drain"):
-        from productos.signals import auto_install
-
         auto_install()
 
 
@@ -171,8 +182,6 @@ def settings_from_mapping(config: Mapping[str, Any], where: str) -> IntegrationS
 
 def build_client(config: Mapping[str, Any]) -> Any:
     """Create the Client the settings describe (keys fall back to PRODUCTOS_* variables)."""
-    from productos import Client  # the public name only, as integrations should
-
     options = dict(config.get("OPTIONS") or {})
     return Client(config.get("API_KEY"), host=config.get("HOST"),
                   personal_api_key=config.get("PERSONAL_API_KEY"), **options)

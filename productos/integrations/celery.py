@@ -13,32 +13,19 @@ thread and connection on its own.
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
-from productos._runtime import lifecycle as _lifecycle
+from productos import drain_all
+from productos.integrations._common import not_installed_error
 
 try:
     from celery import signals as celery_signals
-except ImportError as exc:  # pragma: no cover - exercised only without celery
-    raise ImportError(
-        "productos.integrations.celery needs Celery: pip install 'productos[celery]'"
-    ) from exc
+except ImportError as _error:  # pragma: no cover - exercised only without celery
+    raise not_installed_error("Celery", "celery", _error) from _error
 
-log = logging.getLogger("productos")
+__all__ = ["setup_celery"]
 
 _connected = False
-
-
-def drain_all(timeout: float) -> None:
-    """Flush every live client within one shared budget (never raises)."""
-    deadline = time.monotonic() + timeout
-    for client in _lifecycle._live():
-        try:
-            client.flush(max(0.0, deadline - time.monotonic()))
-        except Exception:
-            log.exception("productos: error while draining a client in a Celery worker")
 
 
 def setup_celery(timeout: float = 5.0) -> None:

@@ -51,10 +51,10 @@ from productos.integrations._common import (
     extra_properties,
     guard,
     header_distinct_id,
+    not_installed_error,
     open_request_context,
     report_internal_error,
     request_client,
-    require,
     settings_from_mapping,
     user_distinct_id,
     wants_request,
@@ -69,7 +69,7 @@ try:
     from django.http import Http404
     from django.http.multipartparser import MultiPartParserError
 except ImportError as _error:
-    raise require("Django", "django", _error) from _error
+    raise not_installed_error("Django", "django", _error) from _error
 
 __all__ = ["ProductosConfig", "ProductosMiddleware", "get_client", "get_settings"]
 

@@ -19,7 +19,7 @@ from productos.context import get_context_distinct_id
 from productos.integrations._common import (
     capture_request_exception,
     guard,
-    require,
+    not_installed_error,
     resolve_callable,
     user_distinct_id,
 )
@@ -27,7 +27,7 @@ from productos.integrations._common import (
 try:
     from rest_framework.views import exception_handler as drf_exception_handler
 except ImportError as _error:
-    raise require("djangorestframework", "django", _error) from _error
+    raise not_installed_error("djangorestframework", "django", _error) from _error
 
 from productos.integrations.django import get_settings
 

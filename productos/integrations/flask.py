@@ -42,9 +42,9 @@ from productos.integrations._common import (
     extra_properties,
     guard,
     header_distinct_id,
+    not_installed_error,
     open_request_context,
     request_client,
-    require,
     settings_from_mapping,
     user_distinct_id,
     wants_request,
@@ -54,7 +54,7 @@ try:
     from flask import Flask, current_app, got_request_exception, has_request_context, request
     from werkzeug.local import LocalProxy
 except ImportError as _error:
-    raise require("Flask", "flask", _error) from _error
+    raise not_installed_error("Flask", "flask", _error) from _error
 
 __all__ = ["Productos", "get_client", "get_request_client", "productos_request"]
 

@@ -135,6 +135,7 @@ def test_settings_build_and_own_a_client() -> None:
         settings.client.shutdown(1)
 
 
+@pytest.mark.allow_internal_errors
 def test_invalid_settings_give_an_inert_integration(caplog: Any) -> None:
     caplog.set_level(logging.ERROR, logger="productos")
     assert settings_from_mapping({"REQUEST_FILTER": 42}, "TEST") is INERT

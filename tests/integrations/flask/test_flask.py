@@ -256,6 +256,7 @@ def test_request_capture_uses_the_request_identity(app: Flask, recording: Any) -
 # --- never break the host ---------------------------------------------------------------------
 
 
+@pytest.mark.allow_internal_errors
 def test_misconfiguration_serves_requests_as_usual(caplog: Any) -> None:
     caplog.set_level(logging.ERROR, logger="productos")
     app = make_app({"PRODUCTOS_API_KEY": "phc_x", "PRODUCTOS_OPTIONS": {"flush_at": -1}})
@@ -266,6 +267,7 @@ def test_misconfiguration_serves_requests_as_usual(caplog: Any) -> None:
     assert "settings are invalid" in caplog.text
 
 
+@pytest.mark.allow_internal_errors
 def test_failing_hooks_do_not_break_requests(recording: Any) -> None:
     def explode(request: Any) -> Any:
         raise ValueError("hook bug")

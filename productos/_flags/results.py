@@ -1,0 +1,216 @@
+"""What a flag evaluation returns: the value, and the reason for it, condition by condition.
+
+These are the public result types (re-exported by :mod:`productos.flags`), plus the two
+constructors the evaluator and the compiler use to build them without the cost of a frozen
+dataclass's ``__init__``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
+
+from productos._flags.filters import FilterSpec
+
+__all__ = [
+    "RANK",
+    "ConditionTrace",
+    "EvaluationContext",
+    "FilterTrace",
+    "FlagResult",
+    "InconclusiveReason",
+    "Reason",
+    "ReasonCode",
+    "make_reason",
+    "make_result",
+]
+
+
+class InconclusiveReason(str, Enum):
+    """Why a flag has no local value. The first four are PostHog's, strongest first."""
+
+    EXPERIENCE_CONTINUITY = "experience_continuity"
+    UNSUPPORTED_DEFINITION = "unsupported_definition"
+    UNRESOLVED_DEPENDENCY = "unresolved_dependency"
+    MISSING_CONTEXT = "missing_context"
+    REQUIRES_SERVER = "requires_server"  # e.g. a static cohort: stop and ask the server
+    NOT_LOADED = "not_loaded"  # no definitions yet
+    FLAG_MISSING = "flag_missing"  # no such key in the definitions
+
+
+class ReasonCode(str, Enum):
+    """What decided a flag's value."""
+
+    CONDITION_MATCH = "condition_match"
+    NO_CONDITION_MATCH = "no_condition_match"
+    OUT_OF_ROLLOUT = "out_of_rollout_bound"
+    DISABLED = "disabled"
+    HOLDOUT = "holdout"
+    GROUP_NOT_PASSED = "group_not_passed"
+    FEATURE_ENROLLMENT = "feature_enrollment"
+    EARLY_EXIT = "early_exit"
+    INCONCLUSIVE = "inconclusive"
+    REMOTE = "remote"
+    ERROR = "error"
+
+
+# When several causes apply, the strongest is reported, so every SDK names the same one.
+RANK: Dict[InconclusiveReason, int] = {
+    InconclusiveReason.EXPERIENCE_CONTINUITY: 0,
+    InconclusiveReason.UNSUPPORTED_DEFINITION: 1,
+    InconclusiveReason.UNRESOLVED_DEPENDENCY: 2,
+    InconclusiveReason.MISSING_CONTEXT: 3,
+}
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """Who a flag is evaluated for. ``now`` (None = current UTC time) anchors relative dates."""
+
+    distinct_id: str
+    groups: Mapping[str, str] = field(default_factory=dict)
+    person_properties: Mapping[str, Any] = field(default_factory=dict)
+    group_properties: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    device_id: Optional[str] = None
+    now: Optional[_dt.datetime] = None
+
+
+class FilterTrace(NamedTuple):
+    """How one filter came out; ``outcome`` is match, no_match, inconclusive or requires_server."""
+
+    filter: FilterSpec
+    outcome: str
+    inconclusive: Optional[InconclusiveReason]
+    detail: str
+    actual: Any  # the property value compared (None when absent or not applicable)
+
+
+class ConditionTrace(NamedTuple):
+    """How one condition came out, with its filters, rollout bucket and chosen variant range."""
+
+    condition_index: int
+    outcome: str  # match, no_match, out_of_rollout, inconclusive, requires_server, skipped
+    filters: Tuple[FilterTrace, ...]
+    group_type: Optional[str]  # the group a mixed-targeting condition switched to
+    bucket: Optional[float]
+    threshold: Optional[float]
+    variant: Optional[str]
+    variant_bucket: Optional[float]
+    variant_range: Optional[Tuple[float, float]]
+    inconclusive: Optional[InconclusiveReason]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a flag has its value; ``trace`` holds every evaluated condition for ``explain()``.
+
+    ``inconclusive`` is set exactly when local evaluation left the value unknown, and says why:
+    one of PostHog's four reasons, or REQUIRES_SERVER (stop and ask the server), NOT_LOADED,
+    FLAG_MISSING. ``unresolved`` is the same cause in PostHog's four words: equal to
+    ``inconclusive`` except that a REQUIRES_SERVER result names the definition problem behind it,
+    and NOT_LOADED/FLAG_MISSING have none. A result the server later decided keeps both (why
+    it fell back) while its value is known: ``FlagResult.inconclusive`` is about the value.
+
+    A value-only evaluation (``detail=False``) leaves ``trace``, ``bucket`` and
+    ``failed_filter`` empty and gives a fixed ``description`` for the outcome.
+    """
+
+    code: ReasonCode
+    condition_index: Optional[int] = None
+    description: str = ""
+    bucket: Optional[float] = None
+    threshold: Optional[float] = None
+    failed_filter: Optional[FilterSpec] = None
+    inconclusive: Optional[InconclusiveReason] = None
+    error: Optional[str] = None
+    trace: Tuple[ConditionTrace, ...] = ()
+    unresolved: Optional[InconclusiveReason] = None
+
+
+@dataclass(frozen=True)
+class FlagResult:
+    """A flag's value (None when unknown), variant, decoded payload and the reason for it.
+
+    ``payload`` is None after a value-only evaluation (``detail=False``); see ``payload_of()``.
+    """
+
+    key: str
+    value: Union[bool, str, None]
+    variant: Optional[str]
+    payload: Any
+    locally_evaluated: bool
+    flag_id: Optional[int]
+    flag_version: Optional[int]
+    reason: Reason
+
+    @property
+    def enabled(self) -> bool:
+        """True for ``True`` or a variant; False for ``False`` and for unknown values."""
+        return self.value is not None and bool(self.value)
+
+    @property
+    def inconclusive(self) -> bool:
+        """True when the value is unknown; ``reason.inconclusive`` says why it was not decided."""
+        # Based on the value, not the reason: a result later resolved by the server keeps the
+        # local reason (why it fell back) but is no longer unknown.
+        return self.value is None
+
+
+_new_object = object.__new__
+
+
+def make_reason(
+    code: ReasonCode,
+    condition_index: Optional[int] = None,
+    description: str = "",
+    bucket: Optional[float] = None,
+    threshold: Optional[float] = None,
+    failed_filter: Optional[FilterSpec] = None,
+    inconclusive: Optional[InconclusiveReason] = None,
+    error: Optional[str] = None,
+    trace: Tuple[ConditionTrace, ...] = (),
+    unresolved: Optional[InconclusiveReason] = None,
+) -> Reason:
+    """A Reason, built without the frozen dataclass ``__init__`` (one setattr per field)."""
+    reason: Reason = _new_object(Reason)
+    reason.__dict__.update(
+        code=code,
+        condition_index=condition_index,
+        description=description,
+        bucket=bucket,
+        threshold=threshold,
+        failed_filter=failed_filter,
+        inconclusive=inconclusive,
+        error=error,
+        trace=trace,
+        unresolved=unresolved,
+    )
+    return reason
+
+
+def make_result(
+    key: str,
+    value: Union[bool, str, None],
+    variant: Optional[str],
+    payload: Any,
+    locally_evaluated: bool,
+    flag_id: Optional[int],
+    flag_version: Optional[int],
+    reason: Reason,
+) -> FlagResult:
+    """A FlagResult, built the same quick way as :func:`make_reason`."""
+    result: FlagResult = _new_object(FlagResult)
+    result.__dict__.update(
+        key=key,
+        value=value,
+        variant=variant,
+        payload=payload,
+        locally_evaluated=locally_evaluated,
+        flag_id=flag_id,
+        flag_version=flag_version,
+        reason=reason,
+    )
+    return result
