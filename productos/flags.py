@@ -17,8 +17,8 @@ The rules are those of PostHog's flags service as observed through its official 
 
 from __future__ import annotations
 
+from productos._flags.calls import evaluate, evaluate_all, evaluate_values, payload_of
 from productos._flags.compiler import parse_definitions
-from productos._flags.evaluator import evaluate, evaluate_all, evaluate_values, payload_of
 from productos._flags.explain import explain
 from productos._flags.filters import FilterSpec
 from productos._flags.hashing import flag_hash

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from productos._flags import calls as calls_module
 from productos._flags import evaluator
 from productos.flags import (
     EvaluationContext,
@@ -791,13 +792,14 @@ class TestEvaluateValues:
             flag("other", cond(depends("base", True))),
         )
         calls: List[str] = []
-        original = evaluator._walk
+        original = evaluator.walk
 
         def counting(compiled: Any, ctx: Any, ev: Any, tracer: Any) -> FlagResult:
             calls.append(compiled.key)
             return original(compiled, ctx, ev, tracer)
 
-        monkeypatch.setattr(evaluator, "_walk", counting)
+        monkeypatch.setattr(evaluator, "walk", counting)  # dependencies
+        monkeypatch.setattr(calls_module, "walk", counting)  # flags evaluated directly
         values = evaluate_values(snapshot, EvaluationContext("u"))
         assert values == {"top": True, "mid": True, "base": True, "other": True}
         assert sorted(calls) == ["base", "mid", "other", "top"]

@@ -58,7 +58,8 @@ class Compiler(FilterCompiler):
             "version": _int_or_none(raw.get("version")),
             "active": active,
             "ensure_experience_continuity": continuity,
-            "raw": MappingProxyType(dict(raw)),
+            # A read-only view, not a copy: the body is the compiler's own (decoded JSON).
+            "raw": raw if isinstance(raw, MappingProxyType) else MappingProxyType(raw),
             "hasher": hasher,
         }
         try:

@@ -5,7 +5,7 @@
 takes no locks, writes nothing into the snapshot and never raises: every outcome, an internal
 error included, comes back as a ``FlagResult``.
 
-:func:`_walk` decides a flag in one pass. With a :class:`~productos._flags.tracer.Tracer` it
+:func:`walk` decides a flag in one pass. With a :class:`~productos._flags.tracer.Tracer` it
 also records the explanation; without one (``detail=False``) it returns the value-only results
 the compiler built into the flag's plan, so such an evaluation allocates almost nothing.
 
@@ -35,14 +35,12 @@ from productos._flags.results import (
     EvaluationContext,
     FlagResult,
     InconclusiveReason,
-    ReasonCode,
-    make_reason,
     make_result,
 )
 from productos._flags.snapshot import CompiledFlag, Condition, Snapshot, unknown_reason
 from productos._flags.tracer import Tracer, describe
 
-__all__ = ["evaluate", "evaluate_all", "evaluate_values", "payload_of"]
+__all__ = ["STATELESS", "Evaluation", "new_evaluation", "walk"]
 
 _UTC = _dt.timezone.utc
 _EC = InconclusiveReason.EXPERIENCE_CONTINUITY
@@ -56,20 +54,21 @@ _EC_TEXT = "Experience continuity is enabled: only the server can evaluate this 
 _NO_PROPERTIES: Mapping[str, Any] = {}
 
 
-class _Evaluation:
+class Evaluation:
     """State of one evaluate()/evaluate_all()/evaluate_values() call (never of the snapshot).
 
     Created on first use: the person properties with ``distinct_id`` added (only for flags
-    whose filters read it), group properties with ``$group_key``, the clock, and the results of
-    flags others depend on. ``root`` is the flag evaluated at the top level; with ``stack`` (the
-    dependencies being evaluated below it) it detects cycles.
+    whose filters read it), group properties with ``$group_key``, the clock, dates parsed from
+    property values, cohort outcomes, and ``decided``: the results of flags others depend on.
+    ``root`` is the flag evaluated at the top level; with ``stack`` (the dependencies being
+    evaluated below it) it detects cycles. All of it is dropped with the call.
     """
 
-    # Class-level defaults: an instance sets only what differs (see _evaluation()).
+    # Class-level defaults: an instance sets only what differs (see new_evaluation()).
     implicit = True  # add distinct_id and $group_key to the caller's properties
     detail = False  # explain (trace, payload) or values only
     root = ""
-    memo: Optional[Dict[str, FlagResult]] = None
+    decided: Optional[Dict[str, FlagResult]] = None
     stack: Optional[Set[str]] = None
     _person: Optional[Mapping[str, Any]] = None
     _groups: Optional[Dict[str, Mapping[str, Any]]] = None
@@ -142,10 +141,10 @@ class _Evaluation:
 
     def dependency(self, key: str) -> Optional[FlagResult]:
         """Result of a flag another flag depends on; None when that would be a cycle."""
-        memo = self.memo
-        if memo is None:
-            memo = self.memo = {}
-        result = memo.get(key)
+        decided = self.decided
+        if decided is None:
+            decided = self.decided = {}
+        result = decided.get(key)
         if result is not None:
             return result
         stack = self.stack
@@ -156,22 +155,22 @@ class _Evaluation:
         stack.add(key)
         try:
             flag = self.snapshot.flags[key]
-            result = _walk(flag, self.ctx, self, Tracer(flag) if self.detail else None)
+            result = walk(flag, self.ctx, self, Tracer(flag) if self.detail else None)
         finally:
             stack.discard(key)
-        memo[key] = result
+        decided[key] = result
         return result
 
 
 _new_object = object.__new__
 
 
-def _evaluation(
+def new_evaluation(
     snapshot: Snapshot, ctx: EvaluationContext, implicit: bool, detail: bool, root: str
-) -> _Evaluation:
+) -> Evaluation:
     # Per call, so without an __init__ frame: most calls differ from the defaults in nothing
     # but the snapshot, the context and the root.
-    ev: _Evaluation = _new_object(_Evaluation)
+    ev: Evaluation = _new_object(Evaluation)
     ev.snapshot = snapshot
     ev.ctx = ctx
     ev.root = root
@@ -184,13 +183,13 @@ def _evaluation(
 
 # Passed instead of a call's state for flags that need none (their plan says so): it has no
 # snapshot or context, so a wrong plan would fail loudly rather than answer wrongly.
-_STATELESS: _Evaluation = _new_object(_Evaluation)
+STATELESS: Evaluation = _new_object(Evaluation)
 
 
 # --- cohorts and dependencies -----------------------------------------------------------------
 
 
-def _match_cohort(spec: CohortFilter, props: Mapping[str, Any], ev: _Evaluation) -> Outcome:
+def _match_cohort(spec: CohortFilter, props: Mapping[str, Any], ev: Evaluation) -> Outcome:
     if spec.missing:
         return Undecided(_UNSUPPORTED, True, spec.problem or "cohort not available locally")
     if spec.problem is not None:
@@ -203,7 +202,7 @@ def _match_cohort(spec: CohortFilter, props: Mapping[str, Any], ev: _Evaluation)
     return outcome
 
 
-def _match_group(group: PropertyGroup, props: Mapping[str, Any], ev: _Evaluation) -> Outcome:
+def _match_group(group: PropertyGroup, props: Mapping[str, Any], ev: Evaluation) -> Outcome:
     if group.problem is not None:
         return Undecided(_UNSUPPORTED, True, group.problem)
     is_and = group.is_and
@@ -238,7 +237,7 @@ def _match_group(group: PropertyGroup, props: Mapping[str, Any], ev: _Evaluation
 
 
 def _match_dependency(
-    spec: FlagDependencyFilter, props: Mapping[str, Any], ev: _Evaluation
+    spec: FlagDependencyFilter, props: Mapping[str, Any], ev: Evaluation
 ) -> Outcome:
     if spec.malformed:
         return False  # the server treats a malformed dependency condition as not matching
@@ -251,8 +250,8 @@ def _match_dependency(
         if result.value is None:
             server = result.reason.inconclusive is _REQUIRES_SERVER
             return Undecided(_UNRESOLVED, server, f"flag {key!r} could not be evaluated locally")
-    assert ev.memo is not None  # filled by ev.dependency() for every key of the chain
-    actual = ev.memo[spec.key].value
+    assert ev.decided is not None  # filled by ev.dependency() for every key of the chain
+    actual = ev.decided[spec.key].value
     expected = spec.value
     if isinstance(actual, str) and actual:
         if isinstance(expected, bool):
@@ -261,7 +260,7 @@ def _match_dependency(
     return isinstance(actual, bool) and isinstance(expected, bool) and actual == expected
 
 
-def _match_filter(spec: Any, props: Mapping[str, Any], ev: _Evaluation) -> Outcome:
+def _match_filter(spec: Any, props: Mapping[str, Any], ev: Evaluation) -> Outcome:
     matcher = PROPERTY_MATCHERS.get(spec.__class__)
     if matcher is not None:
         return matcher(spec, props.get(spec.key, ABSENT), ev)
@@ -273,7 +272,7 @@ def _match_filter(spec: Any, props: Mapping[str, Any], ev: _Evaluation) -> Outco
 
 
 # The tests of the filters that read more than one property value.
-_SPECIAL_MATCHERS: Dict[type, Callable[[Any, Mapping[str, Any], _Evaluation], Outcome]] = {
+_SPECIAL_MATCHERS: Dict[type, Callable[[Any, Mapping[str, Any], Evaluation], Outcome]] = {
     CohortFilter: _match_cohort,
     FlagDependencyFilter: _match_dependency,
 }
@@ -290,12 +289,12 @@ def _unknown(flag: CompiledFlag, unresolved: InconclusiveReason, server: bool) -
     return make_result(flag.key, None, None, None, False, flag.id, flag.version, reason)
 
 
-def _walk(
-    flag: CompiledFlag, ctx: EvaluationContext, ev: _Evaluation, tracer: Optional[Tracer]
+def walk(
+    flag: CompiledFlag, ctx: EvaluationContext, ev: Evaluation, tracer: Optional[Tracer]
 ) -> FlagResult:
     """Decide one flag; with a tracer, return the explained result, else the value-only one.
 
-    ``ev`` may be :data:`_STATELESS` for a flag whose plan says it needs no call state.
+    ``ev`` may be :data:`STATELESS` for a flag whose plan says it needs no call state.
     """
     plan = flag.plan
     if plan.plain:  # the common case: none of the special cases below applies
@@ -325,7 +324,10 @@ def _walk(
                 # The server would answer false too, so there is nothing to ask it.
                 assert plan.no_group is not None
                 return plan.no_group
-            group_props = ev.group_properties(group_type, flag)
+            if flag.reads_group_key or not ev.implicit:
+                group_props = ev.group_properties(group_type, flag)
+            else:  # ev.group_properties() for what most group flags read, without the call
+                group_props = ctx.group_properties.get(group_type) or _NO_PROPERTIES
             if group_props is None:
                 if tracer is None:
                     return _unknown(flag, _MISSING, False)
@@ -527,169 +529,3 @@ def _walk(
 def _switched(cond: Condition, mixed: bool) -> Optional[str]:
     """The group type a mixed-targeting condition switched to, for the explanation."""
     return cond.group_type if mixed else None
-
-
-# --- entry points -----------------------------------------------------------------------------
-
-
-def _special(key: str, kind: InconclusiveReason, description: str) -> FlagResult:
-    reason = make_reason(ReasonCode.INCONCLUSIVE, description=description, inconclusive=kind)
-    return make_result(key, None, None, None, False, None, None, reason)
-
-
-def _error(key: str, flag: Optional[CompiledFlag], exc: BaseException) -> FlagResult:
-    # A bug must not break the host app; the caller falls back to the server as for any
-    # definition it cannot use.
-    reason = make_reason(
-        ReasonCode.ERROR,
-        description="Local evaluation failed unexpectedly; ask the server.",
-        inconclusive=_UNSUPPORTED,
-        error=f"{type(exc).__name__}: {exc}",
-        unresolved=_UNSUPPORTED,
-    )
-    flag_id = flag.id if isinstance(flag, CompiledFlag) else None
-    version = flag.version if isinstance(flag, CompiledFlag) else None
-    return make_result(str(key), None, None, None, False, flag_id, version, reason)
-
-
-def evaluate(
-    snapshot: Snapshot,
-    key: str,
-    ctx: EvaluationContext,
-    *,
-    detail: bool = True,
-    implicit_properties: bool = True,
-) -> FlagResult:
-    """Evaluate one flag locally; never raises.
-
-    ``detail=False`` returns the same value, variant and reason (code, condition index,
-    inconclusive and unresolved reasons, threshold, error) without the explanation: no trace,
-    no payload (see :func:`payload_of`), no bucket or failed filter, and a fixed description.
-    It is several times faster; use it when only the value matters.
-
-    ``implicit_properties=False`` uses person and group properties exactly as given, without
-    adding ``distinct_id`` and ``$group_key`` (for replaying inputs recorded after that step).
-    """
-    flag: Optional[CompiledFlag] = None
-    try:
-        if not snapshot.loaded:
-            return _special(
-                key, InconclusiveReason.NOT_LOADED, "Flag definitions are not loaded yet."
-            )
-        flag = snapshot.flags.get(key)
-        if flag is None:
-            if detail:
-                text = f"No flag with key {key!r} in the loaded definitions."
-            else:
-                text = "No flag with this key in the loaded definitions."
-            return _special(key, InconclusiveReason.FLAG_MISSING, text)
-        if flag.plan.stateful:
-            ev = _evaluation(snapshot, ctx, implicit_properties, detail, key)
-        else:
-            ev = _STATELESS
-        return _walk(flag, ctx, ev, Tracer(flag) if detail else None)
-    except Exception as exc:
-        return _error(key, flag, exc)
-
-
-def evaluate_all(
-    snapshot: Snapshot,
-    ctx: EvaluationContext,
-    *,
-    detail: bool = True,
-    implicit_properties: bool = True,
-) -> Dict[str, FlagResult]:
-    """Evaluate every flag in definition order, sharing dependency results; never raises.
-
-    ``detail`` is as for :func:`evaluate`.
-    """
-    results: Dict[str, FlagResult] = {}
-    try:
-        if not snapshot.loaded:
-            return results
-        flags = snapshot.flags
-    except Exception:
-        return results
-    try:
-        ev = _evaluation(snapshot, ctx, implicit_properties, detail, "")
-        memo: Dict[str, FlagResult] = {}
-        stack: Set[str] = set()
-        ev.memo, ev.stack = memo, stack
-    except Exception as exc:
-        return {key: _error(key, flag, exc) for key, flag in flags.items()}
-    for key, flag in flags.items():
-        result = memo.get(key)  # already evaluated as another flag's dependency
-        if result is None:
-            ev.root = key
-            try:
-                result = memo[key] = _walk(flag, ctx, ev, Tracer(flag) if detail else None)
-            except Exception as exc:
-                stack.clear()  # an aborted evaluation must not look like a cycle later
-                result = _error(key, flag, exc)
-        results[key] = result
-    return results
-
-
-def evaluate_values(
-    snapshot: Snapshot, ctx: EvaluationContext, *, implicit_properties: bool = True
-) -> Dict[str, Union[bool, str, None]]:
-    """Every flag's value in definition order (None = unknown locally); never raises.
-
-    The values of ``evaluate_all(snapshot, ctx)``, computed the fastest way: no explanation,
-    no payloads, and dependencies are evaluated once per call.
-    """
-    values: Dict[str, Union[bool, str, None]] = {}
-    try:
-        if not snapshot.loaded:
-            return values
-        flags = snapshot.flags
-    except Exception:
-        return values
-    try:
-        ev = _evaluation(snapshot, ctx, implicit_properties, False, "")
-        shared = snapshot.depended_on
-        memo: Dict[str, FlagResult] = {}
-        if shared:
-            ev.memo, ev.stack = memo, set()
-    except Exception:
-        return dict.fromkeys(flags)
-    for key, flag in flags.items():
-        if key in shared:  # evaluated once, whether first as a dependency or here
-            result = memo.get(key)
-            if result is not None:
-                values[key] = result.value
-                continue
-        ev.root = key
-        try:
-            result = _walk(flag, ctx, ev, None)
-        except Exception:
-            if ev.stack:
-                ev.stack.clear()  # an aborted evaluation must not look like a cycle later
-            values[key] = None
-            continue
-        if key in shared:
-            memo[key] = result
-        values[key] = result.value
-    return values
-
-
-def payload_of(snapshot: Snapshot, key: str, value: Any) -> Any:
-    """The decoded payload flag ``key`` has for ``value`` (True or a variant key), else None.
-
-    What ``evaluate`` puts in ``FlagResult.payload``; a fresh object for dicts and lists.
-    Never raises.
-    """
-    try:
-        if value is True:
-            name = "true"
-        elif isinstance(value, str):
-            name = value
-        else:
-            return None
-        flag = snapshot.flags.get(key)
-        if flag is None:
-            return None
-        stored = flag.payloads.get(name)
-        return None if stored is None else stored.decoded()
-    except Exception:
-        return None

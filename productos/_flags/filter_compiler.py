@@ -90,6 +90,7 @@ class FilterCompiler:
         self.flag_keys = flag_keys
         self.raw_cohorts = raw_cohorts
         self.cohorts: Dict[str, PropertyGroup] = {}
+        self._text_sets: Dict[Tuple[Optional[str], ...], FrozenSet[str]] = {}
         self._cohort_server_reason: Dict[str, Optional[str]] = {}
 
     # --- filters ---------------------------------------------------------------------------
@@ -171,12 +172,22 @@ class FilterCompiler:
             texts = [stringify(item) for item in value]
             if any(t is None for t in texts):
                 return ExactFilter(*base, problem, negate, EXACT_IN, False, frozenset(), "")
-            lowered = frozenset(t.lower() for t in texts if t is not None)
-            return ExactFilter(*base, None, negate, EXACT_IN, False, lowered, "")
+            return ExactFilter(*base, None, negate, EXACT_IN, False, self._text_set(texts), "")
         text = stringify(value)
         if text is None:
             return ExactFilter(*base, problem, negate, EXACT_EQUALS, False, frozenset(), "")
         return ExactFilter(*base, None, negate, EXACT_EQUALS, False, frozenset(), text.lower())
+
+    def _text_set(self, texts: List[Optional[str]]) -> FrozenSet[str]:
+        """The lower-cased texts of a list filter, shared by every filter with the same list."""
+        key = tuple(texts)
+        shared = self._text_sets.get(key)
+        if shared is None:
+            # Most values are lower case already: keep those strings rather than copies.
+            shared = self._text_sets[key] = frozenset(
+                [t if (low := t.lower()) == t else low for t in texts if t is not None]
+            )
+        return shared
 
     def _cohort_filter(self, raw: Mapping[str, Any]) -> CohortFilter:
         value = raw.get("value")

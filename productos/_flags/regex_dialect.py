@@ -9,11 +9,12 @@ re may run on it, and records what each value must be checked for before it is t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
 
-from productos._flags.regex_engine import Searcher, compile_linear, linear_engine
+from productos._flags.regex_engine import Searcher, compile_linear, engine_choice, linear_engine
 from productos._flags.regex_safety import analyse_pattern
 
 __all__ = ["INVALID", "RegexSpec", "compile_regex"]
@@ -185,8 +186,23 @@ def compile_regex(source: str, engine: Any = _CURRENT_ENGINE) -> Union[RegexSpec
     """The compiled pattern, ``INVALID``, or why only the server may evaluate it.
 
     ``engine`` is the re2 module to compile with (None: Python's re only); by default the one
-    :func:`productos._flags.regex_engine.set_regex_engine` selects.
+    :func:`productos._flags.regex_engine.set_regex_engine` selects. The answer depends on
+    nothing else, so it is kept for the patterns compiled most recently: definitions repeat
+    patterns across flags and cohorts, and from one update to the next.
     """
+    if engine is _CURRENT_ENGINE:
+        return _compile_with_current_engine(source, engine_choice())
+    return _compile(source, engine)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_with_current_engine(source: str, choice: str) -> Union[RegexSpec, str]:
+    # ``choice`` is only part of the key: the same pattern compiles anew after the engine
+    # choice changes.
+    return _compile(source, _CURRENT_ENGINE)
+
+
+def _compile(source: str, engine: Any) -> Union[RegexSpec, str]:
     try:
         python_source, word, space, end_anchor, repeats = _scan_regex(source)
     except _Deferred:
@@ -197,10 +213,7 @@ def compile_regex(source: str, engine: Any = _CURRENT_ENGINE) -> Union[RegexSpec
         return INVALID
     except Exception:  # e.g. RecursionError/OverflowError on absurd patterns
         return _DIALECT_PROBLEM
-    try:
-        safety = analyse_pattern(source)
-    except Exception as exc:  # a bug in the analyser must not cost the other flags
-        return f"the regex could not be checked for catastrophic backtracking ({exc!r})"
+    safety = analyse_pattern(source)  # a bug here is the compiler's, reported as such
     if safety.server_problem is not None:
         return safety.server_problem
     base = RegexSpec(compiled, word, space, end_anchor and repeats)

@@ -10,7 +10,14 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
-__all__ = ["Searcher", "compile_linear", "linear_engine", "regex_engine", "set_regex_engine"]
+__all__ = [
+    "Searcher",
+    "compile_linear",
+    "engine_choice",
+    "linear_engine",
+    "regex_engine",
+    "set_regex_engine",
+]
 
 
 class Searcher(Protocol):
@@ -47,6 +54,11 @@ def set_regex_engine(name: str) -> str:
         raise ValueError("the re2 engine needs google-re2: pip install 'productos[re2]'")
     previous, _choice = _choice, name
     return previous
+
+
+def engine_choice() -> str:
+    """The choice in force ("auto", "re2" or "re"), without loading any engine."""
+    return _choice
 
 
 def linear_engine() -> Any:

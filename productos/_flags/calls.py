@@ -1,0 +1,185 @@
+"""Evaluating flags: one, every one, or just the values; and a flag's payload for a value.
+
+The entry points around :func:`productos._flags.evaluator.walk`. None of them raises: a bug
+comes back as an ERROR result, which the caller resolves remotely like any undecided flag.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Set, Union
+
+from productos._flags.evaluator import STATELESS, new_evaluation, walk
+from productos._flags.results import (
+    EvaluationContext,
+    FlagResult,
+    InconclusiveReason,
+    ReasonCode,
+    make_reason,
+    make_result,
+)
+from productos._flags.snapshot import CompiledFlag, Snapshot
+from productos._flags.tracer import Tracer
+
+__all__ = ["evaluate", "evaluate_all", "evaluate_values", "payload_of"]
+
+_UNSUPPORTED = InconclusiveReason.UNSUPPORTED_DEFINITION
+
+
+def _special(key: str, kind: InconclusiveReason, description: str) -> FlagResult:
+    reason = make_reason(ReasonCode.INCONCLUSIVE, description=description, inconclusive=kind)
+    return make_result(key, None, None, None, False, None, None, reason)
+
+
+def _error(key: str, flag: Optional[CompiledFlag], exc: BaseException) -> FlagResult:
+    # A bug must not break the host app; the caller falls back to the server as for any
+    # definition it cannot use.
+    reason = make_reason(
+        ReasonCode.ERROR,
+        description="Local evaluation failed unexpectedly; ask the server.",
+        inconclusive=_UNSUPPORTED,
+        error=f"{type(exc).__name__}: {exc}",
+        unresolved=_UNSUPPORTED,
+    )
+    flag_id = flag.id if isinstance(flag, CompiledFlag) else None
+    version = flag.version if isinstance(flag, CompiledFlag) else None
+    return make_result(str(key), None, None, None, False, flag_id, version, reason)
+
+
+def evaluate(
+    snapshot: Snapshot,
+    key: str,
+    ctx: EvaluationContext,
+    *,
+    detail: bool = True,
+    implicit_properties: bool = True,
+) -> FlagResult:
+    """Evaluate one flag locally; never raises.
+
+    ``detail=False`` returns the same value, variant and reason (code, condition index,
+    inconclusive and unresolved reasons, threshold, error) without the explanation: no trace,
+    no payload (see :func:`payload_of`), no bucket or failed filter, and a fixed description.
+    It is several times faster; use it when only the value matters.
+
+    ``implicit_properties=False`` uses person and group properties exactly as given, without
+    adding ``distinct_id`` and ``$group_key`` (for replaying inputs recorded after that step).
+    """
+    flag: Optional[CompiledFlag] = None
+    try:
+        if not snapshot.loaded:
+            return _special(
+                key, InconclusiveReason.NOT_LOADED, "Flag definitions are not loaded yet."
+            )
+        flag = snapshot.flags.get(key)
+        if flag is None:
+            if detail:
+                text = f"No flag with key {key!r} in the loaded definitions."
+            else:
+                text = "No flag with this key in the loaded definitions."
+            return _special(key, InconclusiveReason.FLAG_MISSING, text)
+        if flag.plan.stateful:
+            ev = new_evaluation(snapshot, ctx, implicit_properties, detail, key)
+        else:
+            ev = STATELESS
+        return walk(flag, ctx, ev, Tracer(flag) if detail else None)
+    except Exception as exc:
+        return _error(key, flag, exc)
+
+
+def evaluate_all(
+    snapshot: Snapshot,
+    ctx: EvaluationContext,
+    *,
+    detail: bool = True,
+    implicit_properties: bool = True,
+) -> Dict[str, FlagResult]:
+    """Evaluate every flag in definition order, sharing dependency results; never raises.
+
+    ``detail`` is as for :func:`evaluate`.
+    """
+    results: Dict[str, FlagResult] = {}
+    try:
+        if not snapshot.loaded:
+            return results
+        flags = snapshot.flags
+    except Exception:
+        return results
+    try:
+        ev = new_evaluation(snapshot, ctx, implicit_properties, detail, "")
+        decided: Dict[str, FlagResult] = {}
+        stack: Set[str] = set()
+        ev.decided, ev.stack = decided, stack
+    except Exception as exc:
+        return {key: _error(key, flag, exc) for key, flag in flags.items()}
+    for key, flag in flags.items():
+        result = decided.get(key)  # already evaluated as another flag's dependency
+        if result is None:
+            ev.root = key
+            try:
+                result = decided[key] = walk(flag, ctx, ev, Tracer(flag) if detail else None)
+            except Exception as exc:
+                stack.clear()  # an aborted evaluation must not look like a cycle later
+                result = _error(key, flag, exc)
+        results[key] = result
+    return results
+
+
+def evaluate_values(
+    snapshot: Snapshot, ctx: EvaluationContext, *, implicit_properties: bool = True
+) -> Dict[str, Union[bool, str, None]]:
+    """Every flag's value in definition order (None = unknown locally); never raises.
+
+    The values of ``evaluate_all(snapshot, ctx)``, computed the fastest way: no explanation,
+    no payloads, and dependencies are evaluated once per call.
+    """
+    values: Dict[str, Union[bool, str, None]] = {}
+    try:
+        if not snapshot.loaded:
+            return values
+        flags = snapshot.flags
+    except Exception:
+        return values
+    try:
+        ev = new_evaluation(snapshot, ctx, implicit_properties, False, "")
+        shared = snapshot.depended_on
+        decided: Dict[str, FlagResult] = {}
+        if shared:
+            ev.decided, ev.stack = decided, set()
+    except Exception:
+        return dict.fromkeys(flags)
+    for key, flag in flags.items():
+        result = decided.get(key) if key in shared else None
+        if result is None:  # else already evaluated, as another flag's dependency
+            ev.root = key
+            try:
+                result = walk(flag, ctx, ev, None)
+            except Exception:
+                if ev.stack:
+                    ev.stack.clear()  # an aborted evaluation must not look like a cycle later
+                values[key] = None
+                continue
+            if key in shared:  # evaluated once per call, whether first here or as a dependency
+                decided[key] = result
+        values[key] = result.value
+    return values
+
+
+def payload_of(snapshot: Snapshot, key: str, value: Any) -> Any:
+    """The decoded payload flag ``key`` has for ``value`` (True or a variant key), else None.
+
+    What ``evaluate`` puts in ``FlagResult.payload``; a fresh object for dicts and lists.
+    Never raises.
+    """
+    try:
+        if value is True:
+            name = "true"
+        elif isinstance(value, str):
+            name = value
+        else:
+            return None
+        flag = snapshot.flags.get(key)
+        if flag is None:
+            return None
+        stored = flag.payloads.get(name)
+        return None if stored is None else stored.decoded()
+    except Exception:
+        return None
