@@ -147,18 +147,21 @@ def evaluate_values(
     except Exception:
         return dict.fromkeys(flags)
     for key, flag in flags.items():
-        result = decided.get(key) if key in shared else None
-        if result is None:  # else already evaluated, as another flag's dependency
-            ev.root = key
-            try:
-                result = walk(flag, ctx, ev, None)
-            except Exception:
-                if ev.stack:
-                    ev.stack.clear()  # an aborted evaluation must not look like a cycle later
-                values[key] = None
+        if key in shared:  # evaluated once, whether first as a dependency or here
+            result = decided.get(key)
+            if result is not None:
+                values[key] = result.value
                 continue
-            if key in shared:  # evaluated once per call, whether first here or as a dependency
-                decided[key] = result
+        ev.root = key
+        try:
+            result = walk(flag, ctx, ev, None)
+        except Exception:
+            if ev.stack:
+                ev.stack.clear()  # an aborted evaluation must not look like a cycle later
+            values[key] = None
+            continue
+        if key in shared:
+            decided[key] = result
         values[key] = result.value
     return values
 
