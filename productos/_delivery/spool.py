@@ -270,7 +270,7 @@ class SpoolDelivery:
         if not self._owner.active:
             return True
         if self._thread is None:
-            if not self._owner.pending()[0] and not self._owner.pending()[1]:
+            if not any(self._owner.pending()):
                 return True
             self.start()
         with self._lock:
