@@ -24,6 +24,8 @@ each measurement runs in a fresh worker subprocess, the SDKs alternating. It mea
 Every call passes ``only_evaluate_locally=True``; no definition needs the server. The table
 is printed as markdown and everything is written to benchmarks/results/flags.json. On a
 shared machine absolute numbers are noise; the ratios (productos / posthog) are what count.
+benchmarks/flag_instructions.py counts the instructions of the same calls under callgrind,
+which a loaded machine does not disturb.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from productos._flags.calls import evaluate, evaluate_all, evaluate_values, payload_of
 from productos._flags.compiler import parse_definitions
+from productos._flags.evaluations import FeatureFlagEvaluations
 from productos._flags.explain import explain
 from productos._flags.filters import FilterSpec
 from productos._flags.hashing import flag_hash
@@ -37,6 +38,7 @@ __all__ = [
     "CompiledFlag",
     "ConditionTrace",
     "EvaluationContext",
+    "FeatureFlagEvaluations",
     "FilterSpec",
     "FilterTrace",
     "FlagResult",

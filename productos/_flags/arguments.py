@@ -27,7 +27,8 @@ def check_flag_key(key: Any) -> str:
 
 
 def evaluation_context(distinct_id: Any, groups: Any, person_properties: Any,
-                       group_properties: Any, device_id: Any) -> EvaluationContext:
+                       group_properties: Any, device_id: Any,
+                       disable_geoip: Any = None) -> EvaluationContext:
     """Return who a flag call is for; the context's distinct id stands in for a missing one."""
     if type(distinct_id) is str and distinct_id:  # the common case, without the scope
         owner: Optional[str] = distinct_id
@@ -38,9 +39,12 @@ def evaluation_context(distinct_id: Any, groups: Any, person_properties: Any,
     # The evaluator only reads these mappings, so plain dicts are passed through as they are.
     if groups is None:
         group_map: Mapping[str, str] = _NONE
-    elif type(groups) is dict and all(
-            type(k) is str and type(v) is str for k, v in groups.items()):
+    elif type(groups) is dict:
         group_map = groups
+        for k, v in groups.items():  # a loop, not all(): no generator per call
+            if type(k) is not str or type(v) is not str:
+                group_map = check_groups(groups) or _NONE
+                break
     else:
         group_map = check_groups(groups) or _NONE
     if person_properties is None:
@@ -50,17 +54,28 @@ def evaluation_context(distinct_id: Any, groups: Any, person_properties: Any,
     if group_properties is None:
         gprops: Mapping[str, Mapping[str, Any]] = _NONE
     else:
-        gprops = {str(k): check_mapping("group_properties", v) or _NONE
-                  for k, v in (check_mapping("group_properties", group_properties)
-                               or {}).items()}
+        gprops = group_properties  # read only, like the mappings above
+        if type(group_properties) is dict:
+            for k, v in group_properties.items():
+                if type(k) is not str or type(v) is not dict:
+                    gprops = _group_properties(group_properties)
+                    break
+        else:
+            gprops = _group_properties(group_properties)
     context = _new_object(EvaluationContext)
     # A frozen dataclass's __init__ costs one object.__setattr__ per field; this runs on
     # every flag read, so the instance dict is filled in one step (no __post_init__).
     context.__dict__.update(
         distinct_id=owner, groups=group_map, person_properties=person_properties,
         group_properties=gprops,
-        device_id=None if device_id is None else to_id(device_id), now=None)
+        device_id=None if device_id is None else to_id(device_id), now=None,
+        disable_geoip=None if disable_geoip is None else bool(disable_geoip))
     return context
+
+
+def _group_properties(given: Any) -> Mapping[str, Mapping[str, Any]]:
+    return {str(k): check_mapping("group_properties", v) or _NONE
+            for k, v in (check_mapping("group_properties", given) or {}).items()}
 
 
 def flag_values(flags: Any) -> Dict[str, Union[bool, str, None]]:

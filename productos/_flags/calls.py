@@ -20,7 +20,7 @@ from productos._flags.results import (
 from productos._flags.snapshot import CompiledFlag, Snapshot
 from productos._flags.tracer import Tracer
 
-__all__ = ["evaluate", "evaluate_all", "evaluate_values", "payload_of"]
+__all__ = ["error_result", "evaluate", "evaluate_all", "evaluate_values", "payload_of"]
 
 _UNSUPPORTED = InconclusiveReason.UNSUPPORTED_DEFINITION
 
@@ -30,7 +30,8 @@ def _special(key: str, kind: InconclusiveReason, description: str) -> FlagResult
     return make_result(key, None, None, None, False, None, None, reason)
 
 
-def _error(key: str, flag: Optional[CompiledFlag], exc: BaseException) -> FlagResult:
+def error_result(key: str, flag: Optional[CompiledFlag], exc: BaseException) -> FlagResult:
+    """The ERROR result of an evaluation that raised (a bug), resolved remotely by callers."""
     # A bug must not break the host app; the caller falls back to the server as for any
     # definition it cannot use.
     reason = make_reason(
@@ -69,7 +70,7 @@ def evaluate(
             return _special(
                 key, InconclusiveReason.NOT_LOADED, "Flag definitions are not loaded yet."
             )
-        flag = snapshot.flags.get(key)
+        flag = snapshot.lookup(key) or snapshot.flags.get(key)
         if flag is None:
             if detail:
                 text = f"No flag with key {key!r} in the loaded definitions."
@@ -82,7 +83,7 @@ def evaluate(
             ev = STATELESS
         return walk(flag, ctx, ev, Tracer(flag) if detail else None)
     except Exception as exc:
-        return _error(key, flag, exc)
+        return error_result(key, flag, exc)
 
 
 def evaluate_all(
@@ -109,7 +110,7 @@ def evaluate_all(
         stack: Set[str] = set()
         ev.decided, ev.stack = decided, stack
     except Exception as exc:
-        return {key: _error(key, flag, exc) for key, flag in flags.items()}
+        return {key: error_result(key, flag, exc) for key, flag in flags.items()}
     for key, flag in flags.items():
         result = decided.get(key)  # already evaluated as another flag's dependency
         if result is None:
@@ -118,7 +119,7 @@ def evaluate_all(
                 result = decided[key] = walk(flag, ctx, ev, Tracer(flag) if detail else None)
             except Exception as exc:
                 stack.clear()  # an aborted evaluation must not look like a cycle later
-                result = _error(key, flag, exc)
+                result = error_result(key, flag, exc)
         results[key] = result
     return results
 
@@ -179,7 +180,7 @@ def payload_of(snapshot: Snapshot, key: str, value: Any) -> Any:
             name = value
         else:
             return None
-        flag = snapshot.flags.get(key)
+        flag = snapshot.lookup(key) or snapshot.flags.get(key)
         if flag is None:
             return None
         stored = flag.payloads.get(name)

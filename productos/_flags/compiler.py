@@ -1,9 +1,10 @@
 """Compile the JSON of ``GET /flags/definitions`` into an immutable, evaluation-ready snapshot.
 
-Everything that does not depend on who is being evaluated is done here, once per definitions
-update: regexes are checked against the server's dialect and compiled, numbers, dates and semvers
-are parsed, variant range tables, hash prefixes and evaluation plans are built and dependency
-chains are checked. The evaluator (:mod:`productos._flags.evaluator`) then only reads them.
+Everything that does not depend on who is being evaluated is done here, once per flag (on
+the flag's first read, see :mod:`productos._flags.lazy`): regexes are checked against the
+server's dialect and compiled, numbers, dates and semvers are parsed, variant range tables,
+hash prefixes and evaluation plans are built and dependency chains are checked. The evaluator
+(:mod:`productos._flags.evaluator`) then only reads them.
 
 Nothing here performs I/O or logs. A definition this module cannot use is kept as a compiled
 flag that explains why it cannot be evaluated locally. An internal error while compiling one
@@ -20,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, cast
 from productos._flags.filter_compiler import FilterCompiler, Malformed, is_number
 from productos._flags.filters import CohortFilter, FilterSpec, FlagDependencyFilter, PropertyGroup
 from productos._flags.hashing import key_hasher
+from productos._flags.lazy import LazyFlags, LoadedOnce
 from productos._flags.payloads import Payload, decode_payload
 from productos._flags.results import InconclusiveReason
 from productos._flags.snapshot import EMPTY, CompiledFlag, Condition, Holdout, Snapshot, Variant
@@ -337,7 +339,6 @@ def parse_definitions(raw: Any) -> Snapshot:
     if not isinstance(raw, Mapping):
         return Snapshot.empty()
     problems: List[str] = []
-    errors: List[str] = []
 
     raw_mapping = raw.get("group_type_mapping") or {}
     group_types: Dict[str, str] = {}
@@ -371,44 +372,137 @@ def parse_definitions(raw: Any) -> Snapshot:
         frozenset(by_key),
         cohort_sources,
     )
-    cohorts = compiler.cohorts
-    for cohort_id, group in cohort_sources.items():
-        try:
-            cohorts[cohort_id] = compiler.compile_group(group)
-        except Exception as exc:  # a compiler bug: only this cohort goes to the server
-            errors.append(f"cohort {cohort_id}: {exc!r}")
-            cohorts[cohort_id] = _failed_group(exc)
-    for cohort_id, group in list(cohorts.items()):
-        try:
-            cohorts[cohort_id] = compiler.finish_group(group)
-        except Exception as exc:
-            errors.append(f"cohort {cohort_id}: {exc!r}")
-            cohorts[cohort_id] = _failed_group(exc)
+    cohorts = _Cohorts(compiler, cohort_sources)
 
-    flags: Dict[str, CompiledFlag] = {}
-    for key, item in by_key.items():
+    def compile_one(key: str, item: Mapping[str, Any]) -> Tuple[CompiledFlag, Optional[str]]:
+        cohorts.ensure()  # flags read the compiled cohorts while they compile
         try:
-            flags[key] = compiler.compile_flag(key, item)
+            return compiler.compile_flag(key, item), None
         except Exception as exc:  # a compiler bug: only this flag goes to the server
-            errors.append(f"flag {key!r}: {exc!r}")
-            flags[key] = compiler.compile_flag_after_error(key, item, exc)
-    edges = _dependency_edges(flags, cohorts)
-    for key in _flags_on_dependency_cycles(flags, edges):
+            return compiler.compile_flag_after_error(key, item, exc), f"flag {key!r}: {exc!r}"
+
+    # Only the flags that may read other flags are compiled now: dependency cycles must be
+    # known before anything is evaluated. Every other flag is compiled on first read
+    # (productos._flags.lazy says why that keeps the snapshot immutable).
+    cohorts_reading_flags = _cohorts_reading_flags(cohort_sources)
+    compiled: Dict[str, CompiledFlag] = {}
+    flag_errors: Dict[str, str] = {}
+    for key, item in by_key.items():
+        if _may_read_flags(item, cohorts_reading_flags):
+            compiled[key], error = compile_one(key, item)
+            if error is not None:
+                flag_errors[key] = error
+    shared_cohorts: LoadedOnce[PropertyGroup] = LoadedOnce(cohorts.ensure)
+    edges = _dependency_edges(compiled, shared_cohorts)
+    for key in _flags_on_dependency_cycles(compiled, edges):
         # The server refuses circular dependencies (it sends an empty chain for them), so a loop
         # hidden in non-empty chains is malformed data; without this, answers would depend on
         # which flag of the loop was evaluated first.
-        flags[key] = _mark_malformed(flags[key], "circular flag dependency")
+        compiled[key] = _mark_malformed(compiled[key], "circular flag dependency")
     return Snapshot(
-        flags=MappingProxyType(flags),
+        flags=LazyFlags(by_key, compile_one, compiled, flag_errors, cohorts.errors),
         group_type_mapping=MappingProxyType(group_types),
-        cohorts=MappingProxyType(dict(cohorts)),
+        cohorts=shared_cohorts,
         property_matching_version=compiler.matching_version,
         raw=MappingProxyType(dict(raw)),
         loaded=True,
         problems=tuple(problems),
-        errors=tuple(errors),
         depended_on=frozenset(target for targets in edges.values() for target in targets),
     )
+
+
+class _Cohorts:
+    """A document's cohorts, compiled all together in document order on first need."""
+
+    def __init__(self, compiler: Compiler, sources: Dict[str, Any]) -> None:
+        self._compiler = compiler
+        self._sources = sources
+        self._errors: List[str] = []
+        self._ready = False
+
+    def ensure(self) -> Mapping[str, PropertyGroup]:
+        """The compiled cohorts (compiled now if need be; callers hold the lazy lock)."""
+        compiler = self._compiler
+        cohorts = compiler.cohorts
+        if self._ready:
+            return MappingProxyType(cohorts)
+        errors = self._errors
+        for cohort_id, group in self._sources.items():
+            try:
+                cohorts[cohort_id] = compiler.compile_group(group)
+            except Exception as exc:  # a compiler bug: only this cohort goes to the server
+                errors.append(f"cohort {cohort_id}: {exc!r}")
+                cohorts[cohort_id] = _failed_group(exc)
+        for cohort_id, group in list(cohorts.items()):
+            try:
+                cohorts[cohort_id] = compiler.finish_group(group)
+            except Exception as exc:
+                errors.append(f"cohort {cohort_id}: {exc!r}")
+                cohorts[cohort_id] = _failed_group(exc)
+        self._ready = True
+        return MappingProxyType(cohorts)
+
+    def errors(self) -> List[str]:
+        """The cohorts' internal compiler errors (compiles them first)."""
+        self.ensure()
+        return list(self._errors)
+
+
+def _cohorts_reading_flags(cohort_sources: Mapping[str, Any]) -> Set[str]:
+    """Ids of the cohorts whose JSON holds a flag filter, directly or through other cohorts.
+
+    A superset of what the compiled cohorts can evaluate: a flag counted here only compiles
+    early, which is always correct.
+    """
+    direct: Dict[str, Set[str]] = {}  # cohort id -> cohort ids it names
+    reading: Set[str] = set()
+    for cohort_id, raw in cohort_sources.items():
+        named: Set[str] = set()
+        pending: List[Any] = [raw]
+        while pending:
+            node = pending.pop()
+            if isinstance(node, dict):
+                kind = node.get("type")
+                if kind == "flag":
+                    reading.add(cohort_id)
+                elif kind == "cohort":
+                    named.add(str(node.get("value")))
+                pending.extend(node.values())
+            elif isinstance(node, list):
+                pending.extend(node)
+        direct[cohort_id] = named
+    changed = True
+    while changed:  # a cohort naming a flag-reading cohort reads flags too
+        changed = False
+        for cohort_id, named in direct.items():
+            if cohort_id not in reading and not named.isdisjoint(reading):
+                reading.add(cohort_id)
+                changed = True
+    return reading
+
+
+def _may_read_flags(raw: Mapping[str, Any], cohorts_reading_flags: Set[str]) -> bool:
+    """Whether a flag's conditions may hold a flag filter (a superset; see above)."""
+    filters = raw.get("filters")
+    if not isinstance(filters, dict):
+        return False
+    conditions = filters.get("groups")
+    if not isinstance(conditions, list):
+        return False
+    for condition in conditions:
+        if not isinstance(condition, dict):
+            continue
+        properties = condition.get("properties")
+        if not isinstance(properties, list):
+            continue
+        for item in properties:
+            if isinstance(item, dict):
+                kind = item.get("type")
+                if kind == "flag":
+                    return True
+                if kind == "cohort" and str(item.get("value")) in cohorts_reading_flags:
+                    return True
+    return False
 
 
 def _failed_group(error: BaseException) -> PropertyGroup:

@@ -75,6 +75,7 @@ class Evaluation:
     _now: Optional[_dt.datetime] = None
     _dates: Optional[Dict[str, Optional[Union[_dt.datetime, _dt.date]]]] = None
     _cohorts: Optional[Dict[Tuple[str, int], Outcome]] = None
+    _cohort_table: Optional[Mapping[str, Any]] = None
     snapshot: Snapshot
     ctx: EvaluationContext
 
@@ -99,7 +100,13 @@ class Evaluation:
 
     def cohort(self, cohort_id: str, props: Mapping[str, Any]) -> Outcome:
         """Whether ``props`` are in a cohort; decided once per call for each set of properties."""
-        group = self.snapshot.cohorts[cohort_id]
+        table = self._cohort_table
+        if table is None:
+            # The loaded mapping behind a lazily compiled snapshot's cohorts, read once per call.
+            cohorts = self.snapshot.cohorts
+            loaded = getattr(cohorts, "mapping", None)
+            table = self._cohort_table = cohorts if loaded is None else loaded()
+        group = table[cohort_id]
         if not group.short_circuit:  # it reads other flags or cohorts: decide it every time
             return _match_group(group, props, self)
         cache = self._cohorts
@@ -154,7 +161,7 @@ class Evaluation:
             return None
         stack.add(key)
         try:
-            flag = self.snapshot.flags[key]
+            flag = self.snapshot.lookup(key) or self.snapshot.flags[key]
             result = walk(flag, self.ctx, self, Tracer(flag) if self.detail else None)
         finally:
             stack.discard(key)

@@ -65,11 +65,16 @@ def flags_request_body(api_key: str, distinct_id: str, *, groups: Mapping[str, s
 
 
 class RemoteFlagsRequester:
-    """Asks the server to evaluate flags; one retry on connection trouble, 502 and 504."""
+    """Asks the server to evaluate flags; ``retries`` more tries on connection trouble, 502, 504.
+
+    A flag read waits on this call, so retries are immediate rather than backed off: the
+    reader's budget is the timeout per try.
+    """
 
     def __init__(self, transport: Transport, api_key: str, *, timeout: float = 3.0,
-                 disable_geoip: bool = True) -> None:
+                 disable_geoip: bool = True, retries: int = 1) -> None:
         self._transport = transport
+        self._tries = 1 + max(0, retries)
         self._api_key = api_key
         self._timeout = timeout
         self._disable_geoip = disable_geoip
@@ -80,12 +85,17 @@ class RemoteFlagsRequester:
                  person_properties: Mapping[str, Any],
                  group_properties: Mapping[str, Mapping[str, Any]],
                  device_id: Optional[str] = None,
-                 keys: Optional[Sequence[str]] = None) -> RemoteFlags:
-        """Return the server's flag values for one person (never raises)."""
+                 keys: Optional[Sequence[str]] = None,
+                 disable_geoip: Optional[bool] = None) -> RemoteFlags:
+        """Return the server's flag values for one person (never raises).
+
+        ``disable_geoip`` (None: the client's setting) is sent as ``geoip_disable``.
+        """
         body = flags_request_body(
             self._api_key, distinct_id, groups=groups, person_properties=person_properties,
             group_properties=group_properties, device_id=device_id,
-            disable_geoip=self._disable_geoip, keys=keys)
+            disable_geoip=self._disable_geoip if disable_geoip is None else disable_geoip,
+            keys=keys)
         try:
             payload = json.dumps(body, default=str, separators=(",", ":")).encode()
         except Exception as exc:  # also a value whose str() raises, or nesting too deep
@@ -94,7 +104,7 @@ class RemoteFlagsRequester:
                                exc)
             return RemoteFlags(error="invalid_properties")
         last_error = "unknown_error"
-        for attempt in range(2):
+        for attempt in range(self._tries):
             try:
                 response = self._transport.post_json(FLAGS_PATH, payload, gzip=False,
                                                      timeout=self._timeout)
@@ -104,7 +114,7 @@ class RemoteFlagsRequester:
             except errors.TransportError:
                 last_error = "connection_error"
                 continue
-            if response.status in (502, 504) and attempt == 0:
+            if response.status in (502, 504) and attempt + 1 < self._tries:
                 last_error = f"api_error_{response.status}"
                 continue
             if response.status != 200:

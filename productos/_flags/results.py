@@ -67,7 +67,11 @@ RANK: Dict[InconclusiveReason, int] = {
 
 @dataclass(frozen=True)
 class EvaluationContext:
-    """Who a flag is evaluated for. ``now`` (None = current UTC time) anchors relative dates."""
+    """Who a flag is evaluated for. ``now`` (None = current UTC time) anchors relative dates.
+
+    ``disable_geoip`` only matters when the server is asked: True/False is sent as the
+    request's ``geoip_disable``, None sends the client's default.
+    """
 
     distinct_id: str
     groups: Mapping[str, str] = field(default_factory=dict)
@@ -75,6 +79,7 @@ class EvaluationContext:
     group_properties: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     device_id: Optional[str] = None
     now: Optional[_dt.datetime] = None
+    disable_geoip: Optional[bool] = None
 
 
 class FilterTrace(NamedTuple):
@@ -129,6 +134,10 @@ class Reason:
     trace: Tuple[ConditionTrace, ...] = ()
     unresolved: Optional[InconclusiveReason] = None
 
+    def __str__(self) -> str:
+        """The reason in words (``print(result.reason)``); the fields stay typed."""
+        return self.description or self.code.value
+
 
 @dataclass(frozen=True)
 class FlagResult:
@@ -150,6 +159,11 @@ class FlagResult:
     def enabled(self) -> bool:
         """True for ``True`` or a variant; False for ``False`` and for unknown values."""
         return self.value is not None and bool(self.value)
+
+    def get_value(self) -> Union[bool, str]:
+        """The value posthog's ``FeatureFlagResult.get_value()`` gives: the variant, else
+        whether the flag is enabled (False for an unknown value)."""
+        return self.variant or self.enabled
 
     @property
     def inconclusive(self) -> bool:

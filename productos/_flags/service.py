@@ -11,17 +11,47 @@ import collections
 import logging
 import threading
 from dataclasses import replace
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from types import MappingProxyType
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Hashable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from productos import flags
+from productos._flags.arguments import check_flag_key, evaluation_context
+from productos._flags.calls import error_result
+from productos._flags.evaluator import STATELESS, new_evaluation, walk
+from productos._flags.forks import FORKS, PID_CHECK_EVERY
+from productos._flags.poller import SnapshotHolder
 from productos._flags.remote import RemoteFlags, decode_payload
 from productos._flags.snapshot import Snapshot
 from productos.flags import EvaluationContext, FlagResult, InconclusiveReason, Reason, ReasonCode
 
 log = logging.getLogger("productos")
 
+_NONE: Mapping[str, Any] = MappingProxyType({})
+_new_object = object.__new__
+
 RemoteCall = Callable[[EvaluationContext, Optional[Sequence[str]]], RemoteFlags]
-EmitCalled = Callable[[str, Dict[str, Any], Mapping[str, str]], None]
+# emit_called(distinct_id, properties, groups[, disable_geoip]): the last argument is only
+# passed when a call set it.
+EmitCalled = Callable[..., None]
+
+
+class FlagSet(NamedTuple):
+    """Flags evaluated together, and the server's answer when it was asked."""
+
+    results: Dict[str, FlagResult]
+    answer: Optional[RemoteFlags]
 
 
 class CalledEventDeduper:
@@ -49,12 +79,22 @@ class CalledEventDeduper:
         self._lock = threading.Lock()
 
 
+class Undecided:
+    """Local data cannot answer without waiting: the first definitions load, or the server."""
+
+    __slots__ = ()
+
+
+UNDECIDED = Undecided()
+
+
 class FlagService:
     """Answers flag questions for the client."""
 
     def __init__(self, *, snapshot: Callable[[], Snapshot], remote: Optional[RemoteCall],
                  emit_called: EmitCalled, wait_ready: Callable[[float], bool],
-                 first_load_timeout: float = 1.0, dedupe_size: int = 50_000) -> None:
+                 first_load_timeout: float = 1.0, dedupe_size: int = 50_000,
+                 check_fork: Optional[Callable[[], None]] = None) -> None:
         self._snapshot = snapshot
         self._remote = remote
         self._emit_called = emit_called
@@ -62,6 +102,150 @@ class FlagService:
         self._first_load_timeout = first_load_timeout
         self._waited = False
         self.deduper = CalledEventDeduper(dedupe_size)
+        self._check_fork = check_fork
+        self._forks = FORKS[0]
+        self._countdown = PID_CHECK_EVERY
+        # A SnapshotHolder's get() is read as the attribute it returns: one frame less per read.
+        owner = getattr(snapshot, "__self__", None)
+        self._holder: Optional[SnapshotHolder[Snapshot]] = (
+            owner if isinstance(owner, SnapshotHolder)
+            and getattr(snapshot, "__func__", None) is SnapshotHolder.get else None)
+
+    def fork_check(self) -> None:
+        """Run the client's fork check (pid, poller) now; flag calls do it when it may matter."""
+        self._forks = FORKS[0]
+        self._countdown = PID_CHECK_EVERY
+        if self._check_fork is not None:
+            self._check_fork()
+
+    def context(self, distinct_id: Any, groups: Any, person_properties: Any,
+                group_properties: Any, device_id: Any, sends: bool,
+                disable_geoip: Any = None) -> EvaluationContext:
+        """Check the arguments of a flag call; ``sends``: the call may send or emit events."""
+        if sends or FORKS[0] != self._forks:
+            self.fork_check()
+        else:
+            left = self._countdown = self._countdown - 1
+            if left <= 0:
+                self.fork_check()
+        return evaluation_context(distinct_id, groups, person_properties, group_properties,
+                                  device_id, disable_geoip)
+
+    def value(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
+              group_properties: Any, device_id: Any, only_local: bool,
+              send_event: bool, disable_geoip: Any = None) -> Union[bool, str, None]:
+        """One flag's value for the client's get_feature_flag(): ``result(detail=False).value``.
+
+        The hot path, in one frame above the evaluator: a flag decided locally is walked here;
+        anything else (no definitions yet, unknown key, undecided) takes :meth:`result`.
+        Raises EventError for bad arguments, as the argument checks do.
+        """
+        # A pid check is a system call: made before anything that takes a lock or sends
+        # (events, the server), after an announced fork, and every PID_CHECK_EVERY reads.
+        if send_event or FORKS[0] != self._forks:
+            self.fork_check()
+        else:
+            left = self._countdown = self._countdown - 1
+            if left <= 0:
+                self.fork_check()
+        if key.__class__ is not str or not key:
+            key = check_flag_key(key)
+        if (distinct_id.__class__ is str and distinct_id and groups is None
+                and group_properties is None and device_id is None and disable_geoip is None
+                and (person_properties is None or person_properties.__class__ is dict)):
+            # evaluation_context() for the commonest call, without its frame and checks.
+            ctx = _new_object(EvaluationContext)
+            ctx.__dict__.update(
+                distinct_id=distinct_id, groups=_NONE,
+                person_properties=_NONE if person_properties is None else person_properties,
+                group_properties=_NONE, device_id=None, now=None, disable_geoip=None)
+        else:
+            ctx = evaluation_context(distinct_id, groups, person_properties, group_properties,
+                                     device_id, disable_geoip)
+        holder = self._holder
+        snap = self._snapshot() if holder is None else holder.current
+        flag = snap.lookup(key)  # None: not loaded, no such flag, or not compiled yet
+        if flag is None:
+            return self.result(key, ctx, only_local=only_local, send_event=send_event,
+                               detail=False).value
+        try:  # flags.evaluate(detail=False), inlined
+            ev = new_evaluation(snap, ctx, True, False, key) if flag.plan.stateful else STATELESS
+            result = walk(flag, ctx, ev, None)
+        except Exception as exc:
+            result = error_result(key, flag, exc)
+        if result.value is None and not only_local and self._remote is not None:
+            answer = self._remote(ctx, [key])
+            result = remote_result(key, answer, result)
+            if send_event:
+                self._maybe_emit(result, ctx, answer.request_id)
+            return result.value
+        if send_event:
+            self._maybe_emit(result, ctx, None)
+        return result.value
+
+    # --- without waiting (AsyncClient): answer from local data, or say it needs to wait ------
+
+    def value_now(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
+                  group_properties: Any, device_id: Any, only_local: bool,
+                  send_event: bool) -> Union[bool, str, Undecided, None]:
+        """:meth:`value` without waiting: UNDECIDED when the answer needs the first definitions
+        load or the server (then call :meth:`value` where waiting is fine)."""
+        if send_event or FORKS[0] != self._forks:  # as in value(), inlined: the hot path
+            self.fork_check()
+        else:
+            left = self._countdown = self._countdown - 1
+            if left <= 0:
+                self.fork_check()
+        if key.__class__ is not str or not key:
+            key = check_flag_key(key)
+        ctx = evaluation_context(distinct_id, groups, person_properties, group_properties,
+                                 device_id)
+        snap = self._snapshot()
+        flag = snap.lookup(key)
+        if flag is None:
+            found = self.result_now(key, ctx, only_local=only_local, send_event=send_event,
+                                    detail=False)
+            return found if isinstance(found, Undecided) else found.value
+        try:  # as in value()
+            ev = new_evaluation(snap, ctx, True, False, key) if flag.plan.stateful else STATELESS
+            result = walk(flag, ctx, ev, None)
+        except Exception as exc:
+            result = error_result(key, flag, exc)
+        if result.value is None and not only_local and self._remote is not None:
+            return UNDECIDED
+        if send_event:
+            self._maybe_emit(result, ctx, None)
+        return result.value
+
+    def result_now(self, key: str, ctx: EvaluationContext, *, only_local: bool = False,
+                   send_event: bool = True, detail: bool = True) -> Union[FlagResult, Undecided]:
+        """:meth:`result` without waiting: UNDECIDED when it would wait (see value_now)."""
+        snap = self._snapshot()
+        if not snap.loaded and not self._waited:
+            return UNDECIDED
+        local = flags.evaluate(snap, key, ctx, detail=detail)
+        if local.value is None and not only_local and self._remote is not None:
+            return UNDECIDED
+        if send_event:
+            self._maybe_emit(local, ctx, None)
+        return local
+
+    def all_now(self, ctx: EvaluationContext, *, only_local: bool = False,
+                values: bool = False) -> Union[Dict[str, Any], Undecided]:
+        """:meth:`all_results` (or :meth:`all_values`) without waiting, or UNDECIDED."""
+        snap = self._snapshot()
+        if not snap.loaded and not self._waited:
+            return UNDECIDED
+        found: Dict[str, Any]
+        if values:
+            found = flags.evaluate_values(snap, ctx)
+            undecided = any(value is None for value in found.values())
+        else:
+            found = flags.evaluate_all(snap, ctx)
+            undecided = any(result.inconclusive for result in found.values())
+        if (undecided or not snap.loaded) and not only_local and self._remote is not None:
+            return UNDECIDED
+        return found
 
     def _current(self) -> Snapshot:
         snap = self._snapshot()
@@ -93,26 +277,57 @@ class FlagService:
             self._maybe_emit(local, ctx, None)
         return local
 
-    def all_results(self, ctx: EvaluationContext, *,
-                    only_local: bool = False) -> Dict[str, FlagResult]:
-        """Evaluate every flag; at most one remote request fills what local data could not."""
+    def all_results(self, ctx: EvaluationContext, *, only_local: bool = False,
+                    keys: Optional[Sequence[str]] = None) -> Dict[str, FlagResult]:
+        """Evaluate every flag (or only ``keys``); at most one remote request fills what local
+        data could not."""
+        return self.evaluate_set(ctx, only_local=only_local, keys=keys).results
+
+    def evaluate_set(self, ctx: EvaluationContext, *, only_local: bool = False,
+                     keys: Optional[Sequence[str]] = None,
+                     ask_for_missing: bool = False) -> FlagSet:
+        """Evaluate every flag, or the flags named by ``keys`` (in definition order).
+
+        The server is asked once, for the same keys, when definitions are missing or a flag
+        is undecided locally, or (``ask_for_missing``) when a named key has no definition.
+        """
         snap = self._current()
-        results = flags.evaluate_all(snap, ctx)
+        wanted = None if keys is None else set(keys)
+        if wanted is None:
+            results = flags.evaluate_all(snap, ctx)
+        elif snap.loaded:
+            results = {key: flags.evaluate(snap, key, ctx) for key in snap.flags
+                       if key in wanted}
+        else:
+            results = {}
         needs_server = not snap.loaded or any(r.inconclusive for r in results.values())
+        if ask_for_missing and wanted is not None and not wanted.issubset(results):
+            needs_server = True
+        answer: Optional[RemoteFlags] = None
         if needs_server and not only_local and self._remote is not None:
-            answer = self._remote(ctx, None)
-            keys = set(answer.flags) | {k for k, r in results.items() if r.inconclusive}
-            for key in keys:
+            answer = self._remote(ctx, None if keys is None else list(keys))
+            fill = set(answer.flags) | {k for k, r in results.items() if r.inconclusive}
+            if wanted is not None:
+                fill &= wanted
+            for key in fill:
                 local = results.get(key)
                 if local is None or local.inconclusive:
                     results[key] = remote_result(key, answer, local)
-        return results
+        return FlagSet(results, answer)
 
-    def all_values(self, ctx: EvaluationContext, *,
-                   only_local: bool = False) -> Dict[str, Any]:
-        """Return every flag's value (None = unknown) the fastest way; one remote call at most."""
+    def all_values(self, ctx: EvaluationContext, *, only_local: bool = False,
+                   keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """Return every flag's value (None = unknown) the fastest way; one remote call at most.
+
+        With ``keys``, only those flags (see :meth:`evaluate_set`).
+        """
+        if keys is not None:
+            return {key: result.value for key, result in
+                    self.evaluate_set(ctx, only_local=only_local, keys=keys).results.items()}
         snap = self._current()
         values = flags.evaluate_values(snap, ctx)
+        if only_local or self._remote is None:
+            return values
         unknown = [key for key, value in values.items() if value is None]
         if (unknown or not snap.loaded) and not only_local and self._remote is not None:
             answer = self._remote(ctx, None)
@@ -120,6 +335,20 @@ class FlagService:
                 if values.get(key) is None:
                     values[key] = remote_result(key, answer, None).value
         return values
+
+    def report_called(self, distinct_id: str, key: str, response: Any,
+                      properties: Dict[str, Any], groups: Mapping[str, str],
+                      disable_geoip: Optional[bool]) -> None:
+        """Send one ``$feature_flag_called`` built by the caller, once per (person, flag,
+        response, groups) like every other flag read."""
+        dedupe_key = (distinct_id, key, response,
+                      tuple(sorted(groups.items())) if groups else ())
+        if not self.deduper.first_time(dedupe_key):
+            return
+        if disable_geoip is None:
+            self._emit_called(distinct_id, properties, dict(groups))
+        else:
+            self._emit_called(distinct_id, properties, dict(groups), disable_geoip)
 
     def _maybe_emit(self, result: FlagResult, ctx: EvaluationContext,
                     request_id: Optional[str]) -> None:
@@ -133,9 +362,12 @@ class FlagService:
             if result.payload is None and result.locally_evaluated and result.value:
                 # A value-only evaluation skipped the payload; the event wants it.
                 payload = flags.payload_of(self._snapshot(), result.key, result.value)
-            self._emit_called(ctx.distinct_id,
-                              called_event_properties(result, request_id, payload),
-                              dict(groups))
+            properties = called_event_properties(result, request_id, payload)
+            if ctx.disable_geoip is None:
+                self._emit_called(ctx.distinct_id, properties, dict(groups))
+            else:
+                self._emit_called(ctx.distinct_id, properties, dict(groups),
+                                  ctx.disable_geoip)
         except Exception:  # an event must never turn a flag read into an error
             log.exception("productos: could not queue $feature_flag_called")
 
@@ -173,7 +405,12 @@ def remote_result(key: str, answer: RemoteFlags, local: Optional[FlagResult]) ->
     raw_metadata, raw_reason = entry.get("metadata"), entry.get("reason")
     metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
     server_reason: Mapping[str, Any] = raw_reason if isinstance(raw_reason, Mapping) else {}
-    description = server_reason.get("description") or server_reason.get("code") or "remote"
+    # The server's own words, as posthog reports them; else a sentence of ours, which the
+    # $feature_flag_called event leaves out (posthog sends no reason then).
+    description = server_reason.get("description")
+    if not isinstance(description, str) or not description:
+        code = server_reason.get("code")
+        description = f"{_REMOTE_TEXT} ({code})" if isinstance(code, str) and code else _REMOTE_TEXT
     return replace(
         base, value=value, variant=variant if enabled else None,
         payload=decode_payload(metadata.get("payload")) if enabled else None,
@@ -182,8 +419,11 @@ def remote_result(key: str, answer: RemoteFlags, local: Optional[FlagResult]) ->
                                                                             base.flag_version),
         reason=replace(base.reason, code=ReasonCode.REMOTE, error=None,
                        condition_index=server_reason.get("condition_index"),
-                       description=f"evaluated by the server: {description}"),
+                       description=description),
     )
+
+
+_REMOTE_TEXT = "Evaluated by the server"
 
 
 def _remote_error(key: str, answer: RemoteFlags) -> Optional[str]:
@@ -216,8 +456,11 @@ def called_event_properties(result: FlagResult, request_id: Optional[str],
         props["$feature_flag_id"] = result.flag_id
     if result.flag_version is not None:
         props["$feature_flag_version"] = result.flag_version
-    if result.reason.description:
-        props["$feature_flag_reason"] = result.reason.description
+    # As posthog: only the server's own words (a local reason stays in the FlagResult).
+    description = result.reason.description
+    if (result.reason.code is ReasonCode.REMOTE and description
+            and not description.startswith(_REMOTE_TEXT)):
+        props["$feature_flag_reason"] = description
     if request_id:
         props["$feature_flag_request_id"] = request_id
     error = called_event_error(result)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple, Union
 
 from productos._flags.filters import (
     CohortFilter,
@@ -169,6 +169,11 @@ class Snapshot:
     ``problems`` lists what was wrong with the definitions (entries skipped, sections of the
     wrong type); ``errors`` lists internal errors of the compiler, each confined to the flag or
     cohort it names (which then goes to the server). A correct compiler leaves it empty.
+
+    ``flags`` may compile each flag on first read (see :mod:`productos._flags.lazy`); nothing
+    a reader can observe changes. ``lookup(key)`` returns a flag only if it is compiled already
+    (None otherwise), without compiling: the evaluator's hot path, which falls back to
+    ``flags.get``.
     """
 
     flags: Mapping[str, CompiledFlag]
@@ -178,9 +183,21 @@ class Snapshot:
     raw: Mapping[str, Any]
     loaded: bool = True
     problems: Tuple[str, ...] = ()
-    errors: Tuple[str, ...] = ()
+    # Errors found before any flag compiled (cohorts); see the errors property.
+    early_errors: Tuple[str, ...] = ()
     # Flags other flags depend on: an evaluation of every flag keeps their results to share.
     depended_on: FrozenSet[str] = frozenset()
+    lookup: Callable[[str], Optional[CompiledFlag]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        flags = self.flags
+        object.__setattr__(self, "lookup", getattr(flags, "lookup", None) or flags.get)
+
+    @property
+    def errors(self) -> Tuple[str, ...]:
+        """Internal compiler errors (cohorts first); reading it compiles every flag."""
+        lazy_errors = getattr(self.flags, "errors", None)
+        return self.early_errors + (tuple(lazy_errors()) if lazy_errors is not None else ())
 
     @classmethod
     def empty(cls) -> Snapshot:

@@ -1,0 +1,114 @@
+"""Flags compile on first read: parsing only indexes, answers and errors stay the same."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, List, Mapping
+
+import pytest
+
+from productos._flags.compiler import Compiler
+from productos.flags import EvaluationContext, evaluate, evaluate_all, parse_definitions
+
+
+def flag(key: str, *properties: Dict[str, Any], rollout: int = 100) -> Dict[str, Any]:
+    return {"key": key, "id": 1, "active": True,
+            "filters": {"groups": [{"properties": list(properties),
+                                    "rollout_percentage": rollout}]}}
+
+
+def depends(on: str, chain: List[str]) -> Dict[str, Any]:
+    return {"key": on, "type": "flag", "value": True, "operator": "flag_evaluates_to",
+            "dependency_chain": chain}
+
+
+BODY = {"flags": [flag("a"), flag("b", rollout=50), flag("c", depends("a", ["a"])),
+                  flag("d", {"key": "id", "type": "cohort", "value": 7})],
+        "cohorts": {"7": {"type": "OR", "values": [{"type": "AND", "values": [
+            {"key": "plan", "type": "person", "value": "pro", "operator": "exact"}]}]}}}
+
+
+@pytest.fixture
+def compiled(monkeypatch: Any) -> List[str]:
+    """The keys Compiler.compile_flag was called with, in order."""
+    calls: List[str] = []
+    original = Compiler.compile_flag
+
+    def counting(self: Compiler, key: str, raw: Mapping[str, Any]) -> Any:
+        calls.append(key)
+        return original(self, key, raw)
+
+    monkeypatch.setattr(Compiler, "compile_flag", counting)
+    return calls
+
+
+def test_parsing_compiles_only_flags_that_read_other_flags(compiled: List[str]) -> None:
+    snapshot = parse_definitions(BODY)
+    assert compiled == ["c"]  # its dependency cycles must be known before any evaluation
+    assert list(snapshot.flags) == ["a", "b", "c", "d"] and len(snapshot.flags) == 4
+    assert "b" in snapshot.flags and "zz" not in snapshot.flags
+    assert evaluate(snapshot, "b", EvaluationContext("u1")).value in (True, False)
+    assert evaluate(snapshot, "b", EvaluationContext("u2")).value in (True, False)
+    assert compiled == ["c", "b"]  # once, on first read
+    assert snapshot.lookup("b") is snapshot.flags["b"] and snapshot.lookup("a") is None
+    results = evaluate_all(snapshot, EvaluationContext("u1", person_properties={"plan": "pro"}))
+    assert list(results) == ["a", "b", "c", "d"]  # definition order, whatever the read order
+    assert sorted(compiled) == ["a", "b", "c", "d"]
+    assert results["c"].value is True and results["d"].value is True
+
+
+def test_the_same_answers_as_a_snapshot_compiled_up_front() -> None:
+    lazy = parse_definitions(BODY)
+    eager = parse_definitions(BODY)
+    dict(eager.flags.items())  # compile everything now
+    for i in range(200):
+        ctx = EvaluationContext(f"user-{i}", person_properties={"plan": "pro" if i % 2 else "x"})
+        for key in ("d", "b", "c", "a"):
+            assert evaluate(lazy, key, ctx) == evaluate(eager, key, ctx)
+
+
+def test_concurrent_first_reads_compile_a_flag_once(compiled: List[str]) -> None:
+    body = {"flags": [flag(f"f{i}", rollout=i % 100) for i in range(200)]}
+    snapshot = parse_definitions(body)
+    barrier = threading.Barrier(8)
+    seen: List[Dict[str, Any]] = []
+
+    def read() -> None:
+        barrier.wait()
+        seen.append({key: snapshot.flags[key] for key in reversed(list(snapshot.flags))})
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(seen) == 8
+    assert sorted(compiled) == sorted(f"f{i}" for i in range(200))  # each exactly once
+    for found in seen[1:]:
+        assert all(found[key] is seen[0][key] for key in found)  # the same objects
+
+
+def test_the_mapping_cannot_be_written() -> None:
+    snapshot = parse_definitions(BODY)
+    with pytest.raises(TypeError):
+        snapshot.flags["a"] = snapshot.flags["b"]  # type: ignore[index]
+    with pytest.raises(KeyError):
+        snapshot.flags["missing"]
+    assert snapshot.flags.get("missing") is None and snapshot.flags.get(3) is None  # type: ignore[call-overload]
+
+
+def test_cohorts_compile_together_before_the_first_flag(monkeypatch: Any) -> None:
+    groups: List[Any] = []
+    original = Compiler.compile_group
+
+    def counting(self: Compiler, raw: Any) -> Any:
+        groups.append(raw)
+        return original(self, raw)
+
+    monkeypatch.setattr(Compiler, "compile_group", counting)
+    body = {**BODY, "flags": [f for f in BODY["flags"] if f["key"] != "c"]}
+    snapshot = parse_definitions(body)
+    assert groups == []  # no flag read yet (a flag that reads flags would compile them now)
+    assert evaluate(snapshot, "a", EvaluationContext("u")).value is True
+    assert len(groups) == 2  # cohort 7 and its nested group, all at once
+    assert "7" in snapshot.cohorts and snapshot.errors == ()
