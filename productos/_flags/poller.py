@@ -43,6 +43,12 @@ class SourceStatus:
     state: SourceState
     last_error: Optional[str] = None
     since: float = 0.0  # time.monotonic() of the last state change
+    # Where this process gets its definitions: "holder" (it polls for a shared cache),
+    # "follower" (it reads the shared cache), "direct" (it polls alone), "file" or "given".
+    source: Optional[str] = None
+    age: Optional[float] = None  # seconds since the definitions in force were fetched
+    polls: int = 0  # definitions requests made by this process
+    cache: Optional[str] = None  # the shared cache's health: "ok", or what is wrong
 
 
 class SnapshotHolder(Generic[S]):
@@ -50,6 +56,8 @@ class SnapshotHolder(Generic[S]):
 
     def __init__(self, initial: S) -> None:
         self.current = initial
+        # Called with (old, new) after each swap that replaces the snapshot (change listeners).
+        self.on_swap: Optional[Callable[[S, S], None]] = None
 
     def get(self) -> S:
         """Return the snapshot in force."""
@@ -57,7 +65,10 @@ class SnapshotHolder(Generic[S]):
 
     def swap(self, snapshot: S) -> None:
         """Replace the snapshot in one step."""
-        self.current = snapshot
+        old, self.current = self.current, snapshot
+        on_swap = self.on_swap
+        if on_swap is not None and old is not snapshot:
+            on_swap(old, snapshot)
 
 
 class Poller(Generic[S]):
@@ -69,7 +80,8 @@ class Poller(Generic[S]):
     def __init__(self, fetch: Callable[[Optional[str]], DefinitionsFetch],
                  parse: Callable[[Mapping[str, Any]], S], holder: SnapshotHolder[S],
                  empty: S, *, interval: float = 30.0, jitter: float = 0.1,
-                 name: str = "productos-poller") -> None:
+                 name: str = "productos-poller",
+                 pace: Optional[Callable[[float], float]] = None) -> None:
         self._fetch = fetch
         self._parse = parse
         self._holder = holder
@@ -77,6 +89,7 @@ class Poller(Generic[S]):
         self._interval = interval
         self._jitter = jitter
         self._name = name
+        self._pace = pace  # the next wait, from the interval (a shared cache's followers)
         # The ETag and the snapshot it describes, set together once that snapshot is in force.
         self._etag: Optional[str] = None
         self._applied: Optional[S] = None
@@ -105,6 +118,11 @@ class Poller(Generic[S]):
                 self._thread = None
 
     @property
+    def fetcher(self) -> Any:
+        """The fetch this poller calls (a shared cache's or a file watch's status lives there)."""
+        return self._fetch
+
+    @property
     def needs_start(self) -> bool:
         """True when no loop runs yet and none was stopped (e.g. in a forked child)."""
         return self._thread is None and not self._stop.is_set()
@@ -115,6 +133,9 @@ class Poller(Generic[S]):
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        close = getattr(self._fetch, "close", None)  # a shared cache gives its lease up
+        if close is not None:
+            close()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to timeout for the first fetch to finish; return True if it has."""
@@ -123,6 +144,9 @@ class Poller(Generic[S]):
     def reset_after_fork(self) -> None:
         """Give a forked child its own loop (started again on first use)."""
         was_running = self._thread is not None and not self._stop.is_set()
+        reset = getattr(self._fetch, "reset_after_fork", None)
+        if reset is not None:
+            reset()
         self._init_state()
         if was_running:
             self._ready.set()  # the child inherited the parent's snapshot
@@ -133,8 +157,9 @@ class Poller(Generic[S]):
     def _run(self) -> None:
         while not self._stop.is_set():
             self.poll_once()
-            spread = self._interval * self._jitter
-            if self._stop.wait(self._interval + random.uniform(-spread, spread)):
+            interval = self._interval if self._pace is None else self._pace(self._interval)
+            spread = interval * self._jitter
+            if self._stop.wait(interval + random.uniform(-spread, spread)):
                 return
 
     def poll_once(self) -> SourceStatus:
