@@ -685,3 +685,32 @@ def test_events_without_database_is_a_config_error(tmp_path: Path,
     pytest.importorskip("productos.devserver")
     assert main(["events", "export", "--db", str(tmp_path / "none.db")]) == cli.EXIT_CONFIG
     assert_one_error_line(capsys.readouterr().err)
+
+
+def test_doctor_checks_a_shared_definitions_cache(flag_server: LoopbackServer, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "flag-cache"
+    cache.mkdir()
+    assert main([*flag_args(flag_server), "doctor", "--flag-definitions-cache",
+                 str(cache)]) == 0
+    out, err = capsys.readouterr()
+    line = next(line for line in out.splitlines() if "definitions cache" in line)
+    assert line.split()[0] == "PASS", out
+    assert "would be holder" in line and "1 poll(s)" in line and "cache: ok" in line
+    assert any(cache.iterdir())  # the check published the definitions like a holder would
+    assert_no_keys(out, err)
+
+
+def test_doctor_reports_a_cache_setting_that_cannot_work(
+        flag_server: LoopbackServer, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCTOS_FLAG_DEFINITIONS_CACHE", " ")
+    assert main([*flag_args(flag_server), "doctor"]) == 0  # blank: no cache check at all
+    assert "definitions cache" not in capsys.readouterr().out
+    monkeypatch.setenv("PRODUCTOS_FLAG_DEFINITIONS_CACHE", "redis://127.0.0.1:1/0")
+    assert main([*flag_args(flag_server), "--json", "doctor"]) == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["definitions cache"]["status"] == "WARN"  # loaded directly, cache down
+    assert "would be direct" in checks["definitions cache"]["detail"]
+    assert main([*flag_args(flag_server), "doctor", "--flag-definitions-cache", " "]) == 1
+    assert doctor_lines(capsys.readouterr().out)["definitions cache"] == "FAIL"

@@ -143,7 +143,8 @@ def test_each_ingestion_path_stores_a_batch(server: DevServer, path: str) -> Non
     events = [event("signup", "ada"), event("pageview", "ada")]
     response = post(server, path, {"api_key": "phc_any", "batch": events})
     assert response.status_code == 200
-    assert response.json() == {"status": 1, "received": 2, "stored": 2, "duplicates": 0}
+    assert response.json() == {"status": 1, "received": 2, "stored": 2, "duplicates": 0,
+                               "discarded": 0}
     stored = server.store.events()
     assert [e["uuid"] for e in stored] == [events[1]["uuid"], events[0]["uuid"]]  # newest first
     assert stored[1]["event"] == "signup"
@@ -220,7 +221,8 @@ def test_a_resent_uuid_is_stored_once(server: DevServer) -> None:
     body = {"api_key": "phc_any", "batch": events}
     assert post(server, "/batch/", body).json()["stored"] == 2
     again = post(server, "/batch/", body).json()
-    assert again == {"status": 1, "received": 2, "stored": 0, "duplicates": 2}
+    assert again == {"status": 1, "received": 2, "stored": 0, "duplicates": 2,
+                     "discarded": 0}
     # Same uuid twice in one batch, plus the retried event under another path.
     twice = event("c")
     response = post(server, "/batch/", {"batch": [twice, twice, events[0]]}).json()
@@ -266,9 +268,26 @@ def test_malformed_json_is_400_and_stores_nothing(server: DevServer, data: bytes
 
 @pytest.mark.parametrize("bad, fragment", [
     ({"distinct_id": "a", "properties": {}}, "no event name"),
+    ({"event": "", "distinct_id": "a"}, "no event name"),
     ({"event": "x", "properties": {}}, "no distinct_id"),
     ({"event": "x", "distinct_id": "", "properties": {}}, "no distinct_id"),
+    ({"event": "x", "distinct_id": "   ", "properties": {}}, "no distinct_id"),
+    ({"event": "x", "distinct_id": "\t\n"}, "no distinct_id"),
     ({"event": "x", "distinct_id": {"id": 1}}, "no distinct_id"),
+])
+def test_an_event_without_name_or_distinct_id_is_discarded_alone(
+        server: DevServer, bad: Any, fragment: str) -> None:
+    # As PostHog's ingestion does: that event is dropped (with a warning), the rest is kept.
+    answer = post(server, "/batch/", {"batch": [event("good"), bad, event("after")]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["received"] == 3 and body["stored"] == 2 and body["discarded"] == 1
+    assert len(body["warnings"]) == 1
+    assert fragment in body["warnings"][0] and "#1" in body["warnings"][0]
+    assert sorted(e["event"] for e in server.store.events()) == ["after", "good"]
+
+
+@pytest.mark.parametrize("bad, fragment", [
     ({"event": "x", "distinct_id": "a", "properties": [1]}, "properties must be an object"),
     ({"event": "x", "distinct_id": "a", "uuid": "not-a-uuid"}, "invalid uuid"),
     ({"event": "x", "distinct_id": "a", "timestamp": 12}, "timestamp"),

@@ -41,6 +41,7 @@ from productos.cli._properties import (
 )
 from productos.cli._settings import (
     DEFAULT_TIMEOUT,
+    DEV_PERSONAL_API_KEY,
     ENV_API_KEY,
     ENV_HOST,
     ENV_PERSONAL_API_KEY,
@@ -57,14 +58,9 @@ from productos.cli.demo import (
     SAMPLE_DEFINITIONS,
     cmd_demo,
 )
-from productos.cli.devserver import (
-    DEFAULT_DEVSERVER_PORT,
-    DEV_PERSONAL_API_KEY,
-    cmd_devserver,
-    cmd_events_export,
-    cmd_events_tail,
-)
+from productos.cli.devserver import DEFAULT_DEVSERVER_PORT, cmd_devserver
 from productos.cli.doctor import Check, _skew_check, cmd_doctor, run_doctor
+from productos.cli.events import cmd_events_export, cmd_events_tail
 from productos.cli.flags import (
     cmd_flags_eval,
     cmd_flags_list,
@@ -74,6 +70,7 @@ from productos.cli.flags import (
     result_json,
     rollout_summary,
 )
+from productos.cli.flags_init import SAMPLE_FLAGS_FILE, cmd_flags_init
 from productos.cli.send import (
     Delivery,
     cmd_alias,
@@ -82,6 +79,7 @@ from productos.cli.send import (
     cmd_set,
     send_one,
 )
+from productos.cli.workbench import cmd_funnel, cmd_trends, parse_duration
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,11 +14,12 @@ from productos.cli._errors import (
 )
 from productos.cli._settings import (
     DEFAULT_TIMEOUT,
+    DEV_PERSONAL_API_KEY,
     ENV_API_KEY,
     ENV_HOST,
     ENV_PERSONAL_API_KEY,
 )
-from productos.cli.devserver import DEFAULT_DEVSERVER_PORT, DEV_PERSONAL_API_KEY
+from productos.cli.devserver import DEFAULT_DEVSERVER_PORT
 from productos.version import VERSION
 
 EPILOG = f"""\
@@ -171,11 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--remote", action="store_true", help="ask the server only")
     feval.add_argument("--file", help="evaluate against definitions in this JSON file (offline)")
     feval.set_defaults(handler="cmd_flags_eval")
+    finit = flags_sub.add_parser(
+        "init", parents=[local], help="write a sample flag definitions file to edit",
+        description="Write a sample definitions file (the dev server's --flags format), with "
+                    "notes on every field, to FILE (default flags.json). Never overwrites.")
+    finit.add_argument("file", nargs="?", default="flags.json", metavar="FILE")
+    finit.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    finit.set_defaults(handler="cmd_flags_init")
 
     doctor = sub.add_parser("doctor", parents=[common], help="check host, keys, flags, clock",
                             description="Check that the host is reachable, the project key is "
                                         "accepted, the personal key can load definitions, which "
                                         "flags need the server, and the clock skew.")
+    doctor.add_argument("--flag-definitions-cache", metavar="URL_OR_DIR",
+                        help="also check this shared definitions cache (redis://..., a "
+                             "directory); default $PRODUCTOS_FLAG_DEFINITIONS_CACHE")
     doctor.set_defaults(handler="cmd_doctor")
 
     dev = sub.add_parser("devserver", parents=[local], help="run the local dev server",
@@ -194,15 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(handler="cmd_devserver")
 
     events = sub.add_parser("events", help="read the dev server's events",
-                            description="Read events stored by the dev server.")
+                            description="Read events stored by the dev server: from the running "
+                                        "server over HTTP (--host, default $PRODUCTOS_HOST or "
+                                        "http://127.0.0.1:8010), or from its database (--db).")
     events_sub = events.add_subparsers(dest="events_command", metavar="SUBCOMMAND",
                                        parser_class=_Parser)
     events_sub.required = True
     for name, handler, text in (("tail", "cmd_events_tail", "print the latest events"),
                                 ("export", "cmd_events_export", "export events, oldest first")):
-        ev = events_sub.add_parser(name, parents=[local], help=text, description=text + ".")
-        ev.add_argument("--db", required=True,
-                        help="the dev server's SQLite database (printed when it starts)")
+        ev = events_sub.add_parser(name, parents=[common], help=text, description=text + ".")
+        ev.add_argument("--db", help="read this dev server SQLite database instead of the "
+                                     "running server")
         ev.add_argument("--event", help="only events with this name")
         ev.add_argument("--distinct-id", help="only events of this distinct id")
         if name == "tail":
@@ -213,9 +226,33 @@ def build_parser() -> argparse.ArgumentParser:
             ev.add_argument("--follow", "-f", action="store_true",
                             help="keep printing new events until Ctrl-C")
         else:
-            ev.add_argument("--format", choices=("ndjson", "csv"), default="ndjson",
-                            help="output format (default ndjson)")
+            ev.add_argument("--format", choices=("ndjson", "csv", "parquet"), default="ndjson",
+                            help="output format (default ndjson; parquet needs "
+                                 "productos[parquet] and -o)")
             ev.add_argument("--limit", type=int, help="only the newest N events")
             ev.add_argument("--output", "-o", help="write to this file (default stdout)")
         ev.set_defaults(handler=handler)
+
+    funnel = sub.add_parser(
+        "funnel", parents=[common], help="conversion through ordered steps (dev server)",
+        description="Ask a running dev server for the funnel of STEP1 STEP2 ...: how many "
+                    "persons did each step in order within the window from their first STEP1.")
+    funnel.add_argument("steps", nargs="+", metavar="STEP", help="event names, 2 to 10")
+    funnel.add_argument("--window", default="14d",
+                        help="conversion window: seconds or 30m, 2h, 1d, 2w (default 14d)")
+    funnel.add_argument("--breakdown", metavar="PROPERTY",
+                        help="split by this property of the first step's event")
+    funnel.add_argument("--from", dest="date_from", metavar="DATE", help="ISO date/time")
+    funnel.add_argument("--to", dest="date_to", metavar="DATE", help="ISO date/time")
+    funnel.set_defaults(handler="cmd_funnel")
+
+    trends = sub.add_parser(
+        "trends", parents=[common], help="an event per hour or day (dev server)",
+        description="Ask a running dev server how often EVENT happened per hour or day, and by "
+                    "how many persons.")
+    trends.add_argument("event", help="event name")
+    trends.add_argument("--interval", choices=("hour", "day"), default="day")
+    trends.add_argument("--from", dest="date_from", metavar="DATE", help="ISO date/time")
+    trends.add_argument("--to", dest="date_to", metavar="DATE", help="ISO date/time")
+    trends.set_defaults(handler="cmd_trends")
     return parser

@@ -13,8 +13,11 @@ from productos.diagnostics import normalize_host
 ENV_HOST = "PRODUCTOS_HOST"
 ENV_API_KEY = "PRODUCTOS_API_KEY"
 ENV_PERSONAL_API_KEY = "PRODUCTOS_PERSONAL_API_KEY"
+ENV_FLAG_DEFINITIONS_CACHE = "PRODUCTOS_FLAG_DEFINITIONS_CACHE"  # doctor checks it
 
 DEFAULT_TIMEOUT = 10.0
+DEV_PROJECT_API_KEY = "phc_dev"  # any project key is accepted by a dev server by default
+DEV_PERSONAL_API_KEY = "phx_dev"  # the dev server's personal key unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,20 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
     if not timeout > 0:
         raise CLIError("--timeout must be a positive number of seconds", EXIT_USAGE)
+    if (not api_key or not personal) and _is_local_devserver(host):
+        # The dev server on this machine takes any project key and a public dev personal key,
+        # so there is nothing to configure against it.
+        if not api_key:
+            api_key, api_source = DEV_PROJECT_API_KEY, "dev server default"
+        if not personal:
+            personal, personal_source = DEV_PERSONAL_API_KEY, "dev server default"
     return Settings(host, api_key or "", personal, api_source, personal_source, timeout)
+
+
+def _is_local_devserver(host: str) -> bool:
+    from productos.cli._devhttp import looks_like_devserver  # it imports this module
+
+    return looks_like_devserver(host)
 
 
 def _key(args: argparse.Namespace, name: str, option: str, env: str) -> Tuple[Optional[str], str]:

@@ -1,4 +1,4 @@
-"""Run the local dev server and read its events: devserver, events tail/export."""
+"""Run the local dev server: the devserver command (events tail/export live in events.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ import threading
 from typing import Any, Dict, Iterator
 
 from productos.cli._errors import EXIT_CONFIG, EXIT_OK, CLIError
-from productos.cli._output import RedactingFormatter, redact, show, wants_json
-from productos.cli._settings import ENV_HOST, ENV_PERSONAL_API_KEY, option_value
+from productos.cli._output import RedactingFormatter, redact, wants_json
+from productos.cli._settings import (
+    DEV_PERSONAL_API_KEY,
+    ENV_HOST,
+    ENV_PERSONAL_API_KEY,
+    option_value,
+)
 
 DEFAULT_DEVSERVER_PORT = 8010
-DEV_PERSONAL_API_KEY = "phx_dev"  # the dev server's personal key unless told otherwise
 
 
 def _devserver_module() -> Any:
@@ -99,8 +103,11 @@ def cmd_devserver(args: argparse.Namespace) -> int:
     try:
         db = str(server.db_path)
         if wants_json(args):
-            print(json.dumps({"url": server.url, "viewer": server.url + "/", "db": db,
-                              "temporary_db": args.db is None}), flush=True)
+            started: Dict[str, Any] = {"url": server.url, "viewer": server.url + "/", "db": db,
+                                       "temporary_db": args.db is None}
+            if personal == DEV_PERSONAL_API_KEY:
+                started["personal_api_key"] = DEV_PERSONAL_API_KEY  # a public, local-only key
+            print(json.dumps(started), flush=True)
         else:
             print(f"productos dev server listening on {server.url}")
             print(f"  event viewer: {server.url}/")
@@ -111,98 +118,18 @@ def cmd_devserver(args: argparse.Namespace) -> int:
             print(f"  point the SDK and CLI at it: export {ENV_HOST}={server.url}")
             print("  project key:  " + ("the one given by --project-api-key"
                                         if args.project_api_key else "any (not checked)"))
+            # The dev default is public (documented) and only ever served on this machine, so
+            # it is shown; a key the user chose is never printed.
             print("  personal key: " + (
                 "the one given by --personal-api-key" if args.server_personal_api_key
                 else f"${ENV_PERSONAL_API_KEY}" if os.environ.get(ENV_PERSONAL_API_KEY)
-                else "the dev default (see the README)"))
+                else f"{DEV_PERSONAL_API_KEY} (the dev default; the CLI uses it by itself "
+                     f"against a dev server on this machine)"))
+            print(f"  workbench:    productos funnel STEP1 STEP2 ... --window 1d; "
+                  f"{server.url}/api/funnel?steps=A,B")
             print("Press Ctrl-C to stop.", flush=True)
         with _devserver_log(bool(option_value(args, "debug"))):
             wait_until_interrupted()
     finally:
         server.stop()
     return EXIT_OK
-
-
-def _event_filters(args: argparse.Namespace) -> Dict[str, Any]:
-    return {"event": args.event, "distinct_id": args.distinct_id}
-
-
-def _write_events(events: Iterator[Dict[str, Any]], fmt: str) -> None:
-    """Write events as they come: text (one line each), NDJSON or CSV."""
-    import csv
-
-    writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
-    if writer is not None:
-        writer.writerow([column for column, _ in _CSV_FIELDS])
-    for event in events:
-        if writer is not None:
-            writer.writerow([_csv_cell(event.get(name)) for _, name in _CSV_FIELDS])
-        elif fmt == "ndjson":
-            print(json.dumps(event, default=str, ensure_ascii=False))
-        else:
-            props = event.get("properties") or {}
-            extra = {k: v for k, v in props.items() if not str(k).startswith("$")}
-            for key in ("$set", "$set_once"):
-                if event.get(key):
-                    extra[key] = event[key]
-            print(f"{event.get('timestamp', '')}  {event.get('event')}  "
-                  f"{event.get('distinct_id')}  {event.get('uuid')}"
-                  + (f"  {show(extra)}" if extra else ""))
-        sys.stdout.flush()
-
-
-# The dev server's export columns: (CSV column, event field).
-_CSV_FIELDS = (("seq", "seq"), ("uuid", "uuid"), ("event", "event"),
-               ("distinct_id", "distinct_id"), ("timestamp", "timestamp"),
-               ("received_at", "received_at"), ("properties", "properties"), ("set", "$set"),
-               ("set_once", "$set_once"))
-
-
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
-    return value
-
-
-def cmd_events_tail(args: argparse.Namespace) -> int:
-    """Print the latest events from the dev server's database (optionally following)."""
-    devserver = _devserver_module()
-    path = _db_path(args)
-    try:
-        with _sigterm_as_interrupt():
-            events = devserver.tail_events(path, follow=args.follow, limit=args.limit,
-                                           **_event_filters(args))
-            _write_events(events, args.format)
-    except KeyboardInterrupt:
-        pass
-    except BrokenPipeError:  # `productos events tail | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"cannot read events: {exc}", EXIT_CONFIG) from None
-    return EXIT_OK
-
-
-def cmd_events_export(args: argparse.Namespace) -> int:
-    """Export the dev server's events as NDJSON or CSV, oldest first."""
-    devserver = _devserver_module()
-    path = _db_path(args)
-    try:
-        if args.output and args.output != "-":
-            with open(args.output, "w", encoding="utf-8", newline="") as out:
-                count = devserver.export_events(path, fmt=args.format, out=out, limit=args.limit,
-                                                **_event_filters(args))
-            print(f"exported {count} event(s) to {args.output}", file=sys.stderr)
-        else:
-            devserver.export_events(path, fmt=args.format, out=sys.stdout, limit=args.limit,
-                                    **_event_filters(args))
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"cannot export events: {exc}", EXIT_CONFIG) from None
-    return EXIT_OK
-
-
-def _db_path(args: argparse.Namespace) -> str:
-    if not os.path.exists(args.db):
-        raise CLIError(f"no dev server database at {args.db}", EXIT_CONFIG)
-    return str(args.db)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
+import productos
 from productos import diagnostics
 from productos.cli._errors import EXIT_FAILURE, EXIT_OK, CLIError, describe_error
 from productos.cli._output import print_json, wants_json
 from productos.cli._settings import (
     ENV_API_KEY,
+    ENV_FLAG_DEFINITIONS_CACHE,
     ENV_PERSONAL_API_KEY,
     Settings,
     resolve_settings,
@@ -27,8 +30,11 @@ class Check:
     items: List[str] = field(default_factory=list)
 
 
-def run_doctor(settings: Settings) -> List[Check]:
-    """Run every check against the configured host; never raises for network trouble."""
+def run_doctor(settings: Settings, cache: Optional[str] = None) -> List[Check]:
+    """Run every check against the configured host; never raises for network trouble.
+
+    ``cache`` (a flag_definitions_cache setting) adds a check of that shared cache.
+    """
     checks: List[Check] = []
     skews: List[float] = []
 
@@ -64,6 +70,8 @@ def run_doctor(settings: Settings) -> List[Check]:
                             f"not set: flags are evaluated by the server (set "
                             f"{ENV_PERSONAL_API_KEY} for local evaluation)"))
         checks.append(Check("flag definitions", "SKIP", "needs the personal API key"))
+        if cache is not None:
+            checks.append(Check("definitions cache", "SKIP", "needs the personal API key"))
     elif not settings.api_key:
         checks.append(Check("personal API key", "SKIP", "needs the project API key too"))
         checks.append(Check("flag definitions", "SKIP", "needs both keys"))
@@ -75,6 +83,8 @@ def run_doctor(settings: Settings) -> List[Check]:
             checks.append(Check("personal API key", "PASS",
                                 f"accepted for flag definitions (from {source})"))
             checks.append(_definitions_check(fetched.definitions))
+            if cache is not None:
+                checks.append(_definitions_cache_check(settings, cache))
         else:
             detail = describe_error(fetched.error) if fetched.error else fetched.outcome
             if fetched.outcome == "unauthorized":
@@ -119,6 +129,30 @@ def _definitions_check(definitions: diagnostics.Definitions) -> Check:
                  f"(the server is asked for those)", items)
 
 
+def _definitions_cache_check(settings: Settings, cache: str) -> Check:
+    """Join the fleet behind ``cache`` for one load, as an application process would."""
+    try:
+        client = productos.Client(settings.api_key, host=settings.host,
+                                  personal_api_key=settings.personal_api_key,
+                                  flag_definitions_cache=cache, send=False,
+                                  feature_flags_request_timeout_seconds=settings.timeout)
+    except ValueError as exc:
+        return Check("definitions cache", "FAIL", str(exc))
+    try:
+        loaded = client.load_feature_flags()
+        status = client.flag_definitions_status()
+    finally:
+        client.shutdown(settings.timeout)
+    if status is None:
+        return Check("definitions cache", "FAIL", "no definitions source was started")
+    age = "no definitions" if status.age is None else f"definitions {status.age:.1f} s old"
+    detail = (f"this process would be {status.source}; {age}; {status.polls} poll(s) "
+              f"by this check; cache: {status.cache or 'not used'}")
+    if loaded and status.cache == "ok":
+        return Check("definitions cache", "PASS", detail)
+    return Check("definitions cache", "WARN" if loaded else "FAIL", detail)
+
+
 def _skew_check(skews: List[float]) -> Check:
     if not skews:
         return Check("clock skew", "SKIP", "the server sent no Date header")
@@ -134,7 +168,10 @@ def _skew_check(skews: List[float]) -> Check:
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check connectivity, keys, definitions and clock skew."""
     settings = resolve_settings(args)
-    checks = run_doctor(settings)
+    cache = getattr(args, "flag_definitions_cache", None)
+    if cache is None:  # given on the command line, even blank, it is checked as given
+        cache = os.environ.get(ENV_FLAG_DEFINITIONS_CACHE, "").strip() or None
+    checks = run_doctor(settings, cache)
     failed = [c for c in checks if c.status == "FAIL"]
     if wants_json(args):
         print_json({"host": settings.host, "ok": not failed,

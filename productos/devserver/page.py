@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from productos.devserver.page_workbench import WORKBENCH_CSS, WORKBENCH_HTML, WORKBENCH_JS
+
 __all__ = ["PAGE_HTML"]
 
 PAGE_HTML = """<!doctype html>
@@ -73,6 +75,7 @@ tr.detail td { white-space:pre-wrap; font:12px/1.4 ui-monospace,Menlo,Consolas,m
 .variants, .problem { font-size:12px; color:var(--muted); margin-top:2px; }
 .problem { color:var(--warn); }
 @media (max-width: 900px) { main { grid-template-columns:1fr; } }
+@@WORKBENCH_CSS@@
 </style>
 </head>
 <body>
@@ -91,6 +94,8 @@ tr.detail td { white-space:pre-wrap; font:12px/1.4 ui-monospace,Menlo,Consolas,m
       <input id="filter-distinct" placeholder="distinct id" aria-label="distinct id">
       <button id="filter-clear" type="button">clear</button>
       <label><input id="auto" type="checkbox" checked> auto-refresh</label>
+      <button id="store-clear" type="button" class="danger"
+              title="delete every stored event, person and group">clear store</button>
     </div>
     <table id="events">
       <thead><tr><th class="time">time</th><th class="ev">event</th><th class="who">distinct id</th>
@@ -98,6 +103,11 @@ tr.detail td { white-space:pre-wrap; font:12px/1.4 ui-monospace,Menlo,Consolas,m
       <tbody></tbody>
     </table>
     <div id="events-empty" class="empty">No events yet. Capture one and it shows up here.</div>
+    <div class="pager">
+      <button id="page-newest" type="button">newest</button>
+      <button id="page-older" type="button">older</button>
+      <span id="page-info"></span>
+    </div>
   </section>
   <div class="side">
     <section id="counts-section">
@@ -113,10 +123,12 @@ tr.detail td { white-space:pre-wrap; font:12px/1.4 ui-monospace,Menlo,Consolas,m
     </section>
   </div>
 </main>
+@@WORKBENCH_HTML@@
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { seen: new Set(), open: new Set(), first: true };
+const PAGE_SIZE = 50;
+const state = { seen: new Set(), open: new Set(), first: true, before: null, pages: [] };
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -138,12 +150,40 @@ function shortTime(ts) {
          String(d.getMilliseconds()).padStart(3, "0");
 }
 
+function exceptionOf(ev) {
+  const props = ev.properties || {};
+  const list = props.$exception_list;
+  if (Array.isArray(list) && list.length) return list[0];
+  if (props.$exception_type || props.$exception_message) {
+    return { type: props.$exception_type, value: props.$exception_message };
+  }
+  return null;
+}
+
 function propsSummary(ev) {
   const props = Object.assign({}, ev.properties || {});
   const shown = Object.keys(props).filter((k) => !k.startsWith("$")).slice(0, 6)
     .map((k) => k + "=" + JSON.stringify(props[k]));
   if (ev["$set"]) shown.unshift("$set " + JSON.stringify(ev["$set"]));
+  if (props.$session_id) shown.unshift("session " + props.$session_id);
+  if (props.$current_url) shown.unshift(props.$current_url);
+  const exc = exceptionOf(ev);
+  if (exc) shown.unshift((exc.type || "Exception") + ": " + (exc.value || ""));
   return shown.join("  ");
+}
+
+function stackText(ev) {
+  const lines = [];
+  for (const exc of (ev.properties || {}).$exception_list || []) {
+    lines.push((exc.type || "Exception") + ": " + (exc.value || ""));
+    const frames = ((exc.stacktrace || {}).frames || []);
+    for (const f of frames) {
+      lines.push('  File "' + (f.abs_path || f.filename || "?") + '", line ' + (f.lineno || "?") +
+                 ", in " + (f.function || "?"));
+      if (f.context_line) lines.push("    " + String(f.context_line).trim());
+    }
+  }
+  return lines.join("\\n");
 }
 
 function renderEvents(events) {
@@ -155,8 +195,12 @@ function renderEvents(events) {
     row.dataset.uuid = ev.uuid;
     if (!state.first && !state.seen.has(ev.uuid)) row.classList.add("new");
     row.title = ev.uuid;
+    const who = el("td", "who", ev.distinct_id);
+    who.title = "show this person";
+    who.addEventListener("click", () => showPerson(ev.distinct_id));  // and the row opens too
+    const exc = exceptionOf(ev);
     row.append(el("td", "time", shortTime(ev.timestamp)), el("td", "ev-name", ev.event),
-               el("td", "who", ev.distinct_id), el("td", "props", propsSummary(ev)));
+               who, el("td", exc ? "props exc" : "props", propsSummary(ev)));
     row.addEventListener("click", () => {
       state.open.has(ev.uuid) ? state.open.delete(ev.uuid) : state.open.add(ev.uuid);
       refreshEvents();
@@ -164,7 +208,10 @@ function renderEvents(events) {
     body.append(row);
     if (state.open.has(ev.uuid)) {
       const detail = el("tr", "detail");
-      const cell = el("td", null, JSON.stringify(ev, null, 2));
+      const cell = el("td", null);
+      const stack = stackText(ev);
+      if (stack) cell.append(el("div", "stack", stack + "\\n\\n"));
+      cell.append(document.createTextNode(JSON.stringify(ev, null, 2)));
       cell.colSpan = 4;
       detail.append(cell);
       body.append(detail);
@@ -239,11 +286,16 @@ function setLive(ok) {
 }
 
 async function refreshEvents() {
-  const params = new URLSearchParams({ limit: "100" });
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
   if ($("filter-event").value) params.set("event", $("filter-event").value);
   if ($("filter-distinct").value) params.set("distinct_id", $("filter-distinct").value);
+  if (state.before !== null) params.set("before", String(state.before));
   const data = await getJSON("/api/events?" + params);
+  state.lastPage = data.events;
   renderEvents(data.events);
+  $("page-info").textContent = (state.before === null ? "newest " : "older page, ") +
+    data.events.length + " event(s)";
+  $("page-older").disabled = data.events.length < PAGE_SIZE;
 }
 
 async function refreshStats() {
@@ -261,7 +313,7 @@ async function refreshFlags() {
 
 async function tick() {
   try {
-    await Promise.all([refreshEvents(), refreshStats()]);
+    await Promise.all([refreshEvents(), refreshStats(), refreshExposures()]);
     setLive(true);
   } catch (err) {
     setLive(false);
@@ -283,6 +335,23 @@ $("flags-for").addEventListener("change", () => refreshFlags().catch(() => setLi
 $("filter-clear").addEventListener("click", () => {
   $("filter-event").value = ""; $("filter-distinct").value = ""; refreshEvents();
 });
+$("page-older").addEventListener("click", () => {
+  const events = state.lastPage || [];
+  if (!events.length) return;
+  state.pages.push(state.before);
+  state.before = events[events.length - 1].seq;
+  refreshEvents();
+});
+$("page-newest").addEventListener("click", () => {
+  state.before = null; state.pages = []; refreshEvents();
+});
+$("store-clear").addEventListener("click", async () => {
+  if (!window.confirm("Delete every stored event, person and group?")) return;
+  await fetch("/api/clear", { method: "POST", headers: { "Content-Type": "application/json" },
+                               body: JSON.stringify({ confirm: true }) });
+  state.before = null; tick();
+});
+@@WORKBENCH_JS@@
 tick();
 refreshFlags().catch(() => setLive(false));
 setTimeout(loop, 1000);
@@ -290,3 +359,6 @@ setTimeout(loop, 1000);
 </body>
 </html>
 """
+PAGE_HTML = (PAGE_HTML.replace("@@WORKBENCH_CSS@@", WORKBENCH_CSS)
+             .replace("@@WORKBENCH_HTML@@", WORKBENCH_HTML)
+             .replace("@@WORKBENCH_JS@@", WORKBENCH_JS))

@@ -7,10 +7,12 @@ returns the response; checking lives in ``validation.py``, HTTP in ``plumbing.py
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import time
 from typing import Any, Dict, Mapping, Optional, Protocol
 
 from productos.devserver import validation as check
+from productos.devserver.analytics import ANALYTICS_PATHS, PERSONS_PREFIX, analytics
 from productos.devserver.definitions import FlagDefinitions
 from productos.devserver.evaluation import flags_response, server_evaluate
 from productos.devserver.messages import HTTPProblem, Request, Response, bad_request
@@ -25,7 +27,10 @@ FLAGS_PATHS = frozenset({"/flags"})
 DEFINITIONS_PATHS = frozenset({"/flags/definitions", "/api/feature_flag/local_evaluation"})
 PAGE_PATHS = frozenset({"/", "/index.html"})
 API_PATHS = frozenset({"/api/events", "/api/stats", "/api/flags", "/api/person", "/_health"})
+CLEAR_PATH = "/api/clear"
 MAX_API_LIMIT = 1000
+
+log = logging.getLogger("productos.devserver")
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -91,6 +96,13 @@ class Routes:
                 return Response.json(200, self.flags(request.json(), request.query),
                                      headers=CORS)
             return Response.json(200, self.ingest(request.json()), headers=CORS)
+        if path == CLEAR_PATH:
+            return self.clear(request)
+        if path in ANALYTICS_PATHS or path.startswith(PERSONS_PREFIX):
+            if method != "GET":
+                raise HTTPProblem(405, "method_not_allowed", f"{path} only accepts GET.",
+                                  headers={"Allow": "GET, HEAD"})
+            return Response.json(200, analytics(self._state.store, path, request.query))
         if path in DEFINITIONS_PATHS or path in PAGE_PATHS or path in API_PATHS:
             if method != "GET":
                 raise HTTPProblem(405, "method_not_allowed", f"{path} only accepts GET.",
@@ -110,10 +122,38 @@ class Routes:
         tokens = [token] if token is not None else [check.event_token(raw) for raw in raw_events]
         check.check_project_token(self._state.project_api_key, tokens or [None])
         now = _dt.datetime.now(_dt.timezone.utc)
-        events = [check.normalise_event(raw, i, now) for i, raw in enumerate(raw_events)]
+        events = []
+        discarded = []
+        for i, raw in enumerate(raw_events):
+            try:
+                events.append(check.normalise_event(raw, i, now))
+            except check.DiscardedEvent as exc:
+                # PostHog drops such an event (an ingestion warning) and keeps the rest.
+                log.warning("productos devserver: discarded: %s", exc)
+                discarded.append(str(exc))
         result = self._state.store.ingest(events)
-        return {"status": 1, "received": len(events), "stored": result.stored,
-                "duplicates": result.duplicates}
+        answer: Dict[str, Any] = {"status": 1, "received": len(raw_events),
+                                  "stored": result.stored, "duplicates": result.duplicates,
+                                  "discarded": len(discarded)}
+        if discarded:
+            answer["warnings"] = discarded
+        return answer
+
+    def clear(self, request: Request) -> Response:
+        """Delete every stored event, person and group (POST with {"confirm": true})."""
+        if request.method != "POST":
+            raise HTTPProblem(405, "method_not_allowed", f"{CLEAR_PATH} only accepts POST.",
+                              headers={"Allow": "POST"})
+        # A JSON body (not a form) keeps other sites' pages from clearing it: a cross-origin
+        # JSON POST needs a CORS pre-flight this path never grants.
+        if (request.header("Content-Type") or "").split(";")[0].strip() != "application/json":
+            raise bad_request("invalid_request", "Send Content-Type: application/json.")
+        body = request.json()
+        if not isinstance(body, dict) or body.get("confirm") is not True:
+            raise bad_request("invalid_payload", 'Send {"confirm": true} to clear the store.')
+        deleted = self._state.store.clear()
+        log.info("productos devserver: store cleared (%d events)", deleted)
+        return Response.json(200, {"cleared": True, "events_deleted": deleted})
 
     def flags(self, payload: Any, query: check.Query) -> Dict[str, Any]:
         """Evaluate flags for a ``/flags`` body; returns the v2 (or v1) response body."""
@@ -162,10 +202,16 @@ class Routes:
         if path == "/api/events":
             limit = check.int_param(query, "limit", 100, 1, MAX_API_LIMIT)
             after = check.int_param(query, "after", None, 0, 2**62)
+            before = check.int_param(query, "before", None, 0, 2**62)
+            order = check.first(query, "order") or "desc"
+            if order not in ("asc", "desc"):
+                raise HTTPProblem(400, "invalid_parameter", "order must be asc or desc.",
+                                  attr="order")
             events = store.events(limit=limit or 100,
                                   event=check.first(query, "event") or None,
                                   distinct_id=check.first(query, "distinct_id") or None,
-                                  after=after)
+                                  after=after, before=before, oldest_first=order == "asc",
+                                  with_person=check.first(query, "person") == "1")
             return {"events": events, "last_seq": store.last_seq()}
         if path == "/api/stats":
             current = state.definitions.current()

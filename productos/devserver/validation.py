@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hmac
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -18,6 +19,11 @@ Query = Mapping[str, List[str]]
 
 
 # --- events ------------------------------------------------------------------------------------
+
+
+class DiscardedEvent(Exception):
+    """One event PostHog would drop on its own (an ingestion warning), keeping the others:
+    no event name, or no usable distinct id. The sentence says which event and why."""
 
 
 def text_id(value: Any) -> Optional[str]:
@@ -31,36 +37,52 @@ def text_id(value: Any) -> Optional[str]:
     return None
 
 
+def _is_object(value: Any) -> bool:
+    # JSON objects arrive as dicts: the exact type check skips the slow ABC check per event.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _where(position: int, name: Any) -> str:
+    return f"Event #{position}" if not isinstance(name, str) or not name \
+        else f"Event #{position} ({name!r})"
+
+
 def normalise_event(raw: Any, position: int, now: _dt.datetime) -> Dict[str, Any]:
     """Check one event of an ingestion body and return it in the stored shape."""
-    where = f"Event #{position}"
-    if not isinstance(raw, Mapping):
-        raise bad_request("invalid_event", f"{where} is not a JSON object.")
+    if not _is_object(raw):
+        raise bad_request("invalid_event", f"Event #{position} is not a JSON object.")
     name = raw.get("event")
     if not isinstance(name, str) or not name:
-        raise bad_request("invalid_event", f"{where} has no event name.")
-    where = f"Event #{position} ({name!r})"
+        raise DiscardedEvent(f"{_where(position, name)} has no event name.")
     properties = raw.get("properties")
     if properties is None:
         properties = {}
-    if not isinstance(properties, Mapping):
-        raise bad_request("invalid_event", f"{where}: properties must be an object.")
+    if not _is_object(properties):
+        raise bad_request("invalid_event",
+                          f"{_where(position, name)}: properties must be an object.")
     raw_id = raw.get("distinct_id")
     if raw_id is None:
         raw_id = properties.get("distinct_id", properties.get("$distinct_id"))
     distinct_id = text_id(raw_id)
     if distinct_id is None:
-        raise bad_request("invalid_event", f"{where} has no distinct_id (a non-empty string).")
+        raise DiscardedEvent(f"{_where(position, name)} has no distinct_id (a non-empty "
+                             f"string, not only whitespace).")
     raw_uuid = raw.get("uuid")
     if raw_uuid is None:
         event_uuid = str(uuid.uuid4())  # nothing to de-duplicate on, as in PostHog
+    elif isinstance(raw_uuid, str) and _CANONICAL_UUID.fullmatch(raw_uuid):
+        event_uuid = raw_uuid  # already in the stored form (what SDKs send)
     else:
         try:
             event_uuid = str(uuid.UUID(raw_uuid)) if isinstance(raw_uuid, str) else ""
         except ValueError:
             event_uuid = ""
         if not event_uuid:
-            raise bad_request("invalid_event", f"{where} has an invalid uuid {raw_uuid!r}.")
+            raise bad_request("invalid_event",
+                              f"{_where(position, name)} has an invalid uuid {raw_uuid!r}.")
     timestamp = raw.get("timestamp")
     if timestamp is None:
         offset = raw.get("offset")
@@ -69,20 +91,23 @@ def normalise_event(raw: Any, position: int, now: _dt.datetime) -> Dict[str, Any
             moment = now - _dt.timedelta(milliseconds=offset)
         timestamp = moment.isoformat()
     elif not isinstance(timestamp, str) or not timestamp:
-        raise bad_request("invalid_event", f"{where}: timestamp must be an ISO-8601 string.")
+        raise bad_request("invalid_event",
+                          f"{_where(position, name)}: timestamp must be an ISO-8601 string.")
     event: Dict[str, Any] = {
         "uuid": event_uuid,
         "event": name,
         "distinct_id": distinct_id,
         "timestamp": timestamp,
-        "properties": dict(properties),
+        # The body was decoded for this request alone: its dicts can be kept, not copied.
+        "properties": properties if type(properties) is dict else dict(properties),
     }
     for key in ("$set", "$set_once"):
         value = raw.get(key)
         if value is None:
             continue
-        if not isinstance(value, Mapping):
-            raise bad_request("invalid_event", f"{where}: {key} must be an object.")
+        if not _is_object(value):
+            raise bad_request("invalid_event", f"{_where(position, name)}: {key} must be an "
+                                               f"object.")
         event[key] = dict(value)
     return event
 
@@ -241,3 +266,74 @@ def etag_matches(header: Optional[str], etag: str) -> bool:
         if candidate in ("*", etag):
             return True
     return False
+
+
+# --- analytics query parameters ------------------------------------------------------------------
+
+
+def _parse_moment(text: str) -> Optional[_dt.datetime]:
+    try:
+        moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment
+
+
+def time_param(query: Query, name: str, end: bool = False) -> Optional[int]:
+    """An ISO-8601 date or datetime parameter as epoch ms (naive = UTC), or None when absent.
+
+    A bare date as the end of a range (``end``) means the end of that day.
+    """
+    text = (first(query, name) or "").strip()
+    if not text:
+        return None
+    moment = _parse_moment(text)
+    if moment is None:
+        raise HTTPProblem(400, "invalid_parameter",
+                          f"{name} must be an ISO-8601 date or datetime, not {text!r}.",
+                          attr=name)
+    if end and len(text) == 10:  # YYYY-MM-DD: the whole day
+        moment += _dt.timedelta(days=1)
+    return int(moment.timestamp() * 1000)
+
+
+def time_range(query: Query) -> Tuple[Optional[int], Optional[int]]:
+    """The ``from``/``to`` parameters as epoch ms, checked to be in order."""
+    start, stop = time_param(query, "from"), time_param(query, "to", end=True)
+    if start is not None and stop is not None and stop <= start:
+        raise HTTPProblem(400, "invalid_parameter", "to must be after from.", attr="to")
+    return start, stop
+
+
+def names_param(query: Query, name: str, low: int, high: int) -> List[str]:
+    """Event names given as ``name=A,B,C`` or repeated ``name=A&name=B``, low..high of them."""
+    values = query.get(name) or []
+    names = [n.strip() for n in values[0].split(",")] if len(values) == 1 else \
+        [v.strip() for v in values]
+    if not values or any(not n for n in names):
+        raise HTTPProblem(400, "invalid_parameter",
+                          f"{name} must list {low} to {high} event names, comma-separated.",
+                          attr=name)
+    if not low <= len(names) <= high:
+        raise HTTPProblem(400, "invalid_parameter",
+                          f"{name} must list {low} to {high} event names, not {len(names)}.",
+                          attr=name)
+    return names
+
+
+def positive_int_param(query: Query, name: str, default: int, high: int) -> int:
+    """A positive integer parameter (400 naming it when not)."""
+    text = (first(query, name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= high:
+        raise HTTPProblem(400, "invalid_parameter",
+                          f"{name} must be a whole number from 1 to {high}, not {text!r}.",
+                          attr=name)
+    return value
