@@ -24,13 +24,23 @@ TEST_REQUIRES = [
     "djangorestframework>=3.14",
     "selenium>=4.10",
     "google-re2>=1.1",  # the [re2] extra, so tests run both regex engines
+    "redis>=4.5",  # the [redis] extra: the shared flag definitions cache (with redis-server)
     "uvicorn>=0.29",
     "hypercorn>=0.16",
     "daphne>=4.0",
+    # asyncio and ASGI: the AsyncClient under uvloop, the middleware under FastAPI/Starlette.
+    "uvloop>=0.19; sys_platform != \"win32\"",
+    "fastapi>=0.100",
+    "starlette>=0.27",
     # The static checks .ci/run makes: types, and the import contract in pyproject.toml.
     "mypy>=1.8",
     "types-python-dateutil",
     "import-linter>=2.5",  # the "protected" contract type
+    "pyarrow>=14",  # the [parquet] extra: the dev server's Parquet export is read back in tests
+    # The [openfeature] and [opentelemetry] extras, and the SDK's in-memory span exporter.
+    "openfeature-sdk>=0.8",
+    "opentelemetry-api>=1.20",
+    "opentelemetry-sdk>=1.20",
 ]
 
 setup(
@@ -41,6 +51,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["productos", "productos.*"]),
+    # The package sits at the root: saying so makes `pip install -e .` a plain .pth path entry,
+    # which type checkers follow, instead of setuptools' import-hook finder, which they cannot.
+    package_dir={"": "."},
     package_data={"productos": ["py.typed"]},
     python_requires=">=3.9",
     install_requires=[
@@ -57,8 +70,18 @@ setup(
         "celery": ["celery>=5.2"],
         # A linear-time regex engine (RE2) for regex flag filters, like the server's.
         "re2": ["google-re2>=1.1"],
+        # The dev server's `events export --format parquet` (typed columns for a warehouse).
+        "parquet": ["pyarrow>=14"],
+        # productos.openfeature.ProductosProvider, for the OpenFeature SDK.
+        "openfeature": ["openfeature-sdk>=0.8"],
+        # productos.integrations.opentelemetry.OpenTelemetryHook.
+        "opentelemetry": ["opentelemetry-api>=1.20"],
     },
-    entry_points={"console_scripts": ["productos=productos.cli:main"]},
+    entry_points={
+        "console_scripts": ["productos=productos.cli:main"],
+        # Fixtures only (productos_events, productos_flags): inert unless a test asks for one.
+        "pytest11": ["productos = productos.pytest_plugin"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",

@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+    cast,
+)
 
 from productos._capture import arguments, events
 from productos._capture import exception_events as exceptions
@@ -24,21 +35,29 @@ from productos._capture.pipeline import EventPipeline
 from productos._delivery.batch_sender import BatchSender, RetryPolicy
 from productos._delivery.outcome import DropReason
 from productos._delivery.transport import Transport, redact
-from productos._flags.arguments import (
-    check_flag_key,
-    evaluation_context,
-    flag_values,
-    parse_given_definitions,
-)
+from productos._flags.arguments import flag_values, parse_given_definitions
+from productos._flags.definitions_setup import definitions_poller, file_poller
+from productos._flags.definitions_setup import describe as describe_source
+from productos._flags.evaluations import FeatureFlagEvaluations
+from productos._flags.hooked import HookedFlags
+from productos._flags.listeners import FlagsChanged, FlagsChangedListeners
 from productos._flags.poller import Poller, SnapshotHolder, SourceState, SourceStatus
+from productos._flags.queries import FlagQueries
 from productos._flags.remote import RemoteFlags, RemoteFlagsRequester
-from productos._flags.service import FlagService, flags_for_event, payload_for
-from productos._flags.source import DefinitionsRequester, load_definitions_file
+from productos._flags.service import FlagService, flags_for_event
+from productos._flags.shapes import (
+    capture_flag_properties,
+    send_flags_options,
+)
+from productos._flags.source import load_definitions_file
+from productos._runtime import compat as _compat
 from productos._runtime import lifecycle as _lifecycle
 from productos._runtime.ledger import DeliveryStats, Ledger
 from productos._runtime.options import Options, takes_options
 from productos.consumer import Consumer, Sender
-from productos.flags import EvaluationContext, FlagResult, Snapshot, parse_definitions
+from productos.context import ContextMethods
+from productos.flags import EvaluationContext, Snapshot
+from productos.types import ExceptionArg
 
 if TYPE_CHECKING:
     from productos._delivery.spool import SpoolingSender
@@ -46,7 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("productos")
 
 
-class Client:
+class Client(ContextMethods, FlagQueries):
     """Captures product events and ships them in the background; evaluates feature flags.
 
     ``Client(...)`` takes the settings declared by :class:`productos.Options` (by keyword, or
@@ -71,8 +90,11 @@ class Client:
             self.disabled = True
         key = opts.project_api_key or ""
         self._ledger = Ledger(opts.on_error, opts.on_drop, opts.debug)
+        hook = (_compat.privacy_filtered(opts.before_send) if opts.privacy_mode
+                else opts.before_send)
+        concurrency = _compat.concurrency(opts)
         self._builder = EventBuilder(opts.disable_geoip, opts.super_properties,
-                                     defer_constants=opts.before_send is None,
+                                     defer_constants=hook is None,
                                      on_invalid_uuid=self._invalid_uuid)
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
@@ -91,7 +113,7 @@ class Client:
             self._spool = SpoolingSender(
                 self._sender, str(opts.spool_path), max_bytes=opts.spool_max_bytes,
                 max_batch_size=opts.max_batch_size, max_batch_bytes=MAX_BATCH_BYTES - 512,
-                account=self._ledger.account, concurrency=opts.max_concurrent_requests,
+                account=self._ledger.account, concurrency=concurrency,
                 interval=opts.flush_interval, outage_delay=opts.retry_base_delay,
                 outage_cap=opts.retry_max_delay, background=not opts.sync_mode)
             self._sender = self._spool
@@ -101,10 +123,10 @@ class Client:
             max_queue_size=opts.max_queue_size, max_batch_size=opts.max_batch_size,
             max_queue_bytes=opts.max_queue_bytes, on_full=opts.on_full,
             block_timeout=opts.block_timeout,
-            max_concurrent_requests=opts.max_concurrent_requests)
+            max_concurrent_requests=concurrency)
         # Where a serialised event goes: nowhere (send=False), the sender now, or the buffer.
         self._pipeline = EventPipeline(
-            self._builder, self._ledger, hook=opts.before_send, debug=opts.debug,
+            self._builder, self._ledger, hook=hook, debug=opts.debug,
             deliver=(None if not opts.send else self._send_now if opts.sync_mode
                      else self._consumer.put),
             on_fork=self.reset_after_fork)
@@ -116,6 +138,7 @@ class Client:
         self._autocapture: Optional[exceptions.Autocapture] = None
         if opts.enable_exception_autocapture and not self.disabled:
             self._autocapture = exceptions.install_autocapture(self)
+        _compat.report_inert(opts)
         _lifecycle.track(self)
 
     # --- events ---------------------------------------------------------------------------
@@ -123,73 +146,102 @@ class Client:
     def capture(self, event: str, *, distinct_id: Any = None,
                 properties: Optional[Mapping[str, Any]] = None, timestamp: Any = None,
                 uuid: Any = None, groups: Optional[Mapping[str, Any]] = None,
-                flags: Optional[Mapping[str, Any]] = None,
-                send_feature_flags: bool = False) -> Optional[str]:
+                flags: Union[Mapping[str, Any], FeatureFlagEvaluations, None] = None,
+                send_feature_flags: Union[bool, Mapping[str, Any]] = False,
+                disable_geoip: Optional[bool] = None) -> Optional[str]:
         """Queue an event; return its uuid, or None when it was not admitted.
 
-        ``flags`` (key → value, or the results of ``get_all_flags_results``) attaches
-        ``$feature/<key>`` and ``$active_feature_flags``; ``send_feature_flags=True`` does the
-        same from local evaluation only, so capture() never waits on the network.
+        ``flags`` (an ``evaluate_flags()`` snapshot, key → value, or the results of
+        ``get_all_flags_results``) attaches ``$feature/<key>`` and ``$active_feature_flags``;
+        ``send_feature_flags=True`` does the same from local evaluation only, so capture()
+        never waits on the network. posthog's options dict (``only_evaluate_locally``,
+        ``person_properties``, ``group_properties``, ``flag_keys_filter``) is honoured as
+        posthog does.
         """
         if self.disabled:
             return None
         with_flags = (None if flags is None and not send_feature_flags
-                      else functools.partial(self._flag_properties, flags))
+                      else functools.partial(self._flag_properties, flags, send_feature_flags,
+                                             disable_geoip))
+        if disable_geoip is not None:  # posthog's per-call override of the setting
+            return self._record(event, arguments.capture_event, event, distinct_id,
+                                properties, groups, timestamp, uuid, with_flags, disable_geoip)
         return self._record(event, arguments.capture_event, event, distinct_id, properties,
                             groups, timestamp, uuid, with_flags)
 
     def set(self, *, distinct_id: Any = None, properties: Optional[Mapping[str, Any]] = None,
-            timestamp: Any = None, uuid: Any = None) -> Optional[str]:
+            timestamp: Any = None, uuid: Any = None,
+            disable_geoip: Optional[bool] = None) -> Optional[str]:
         """Set person properties (``$set``); return the event uuid or None."""
         if self.disabled:
             return None
         return self._record("$set", arguments.person_event, "$set", distinct_id, properties,
-                            timestamp, uuid)
+                            timestamp, uuid, disable_geoip)
 
     def set_once(self, *, distinct_id: Any = None,
                  properties: Optional[Mapping[str, Any]] = None,
-                 timestamp: Any = None, uuid: Any = None) -> Optional[str]:
+                 timestamp: Any = None, uuid: Any = None,
+                 disable_geoip: Optional[bool] = None) -> Optional[str]:
         """Set person properties only where not yet set (``$set_once``); return the uuid or None."""
         if self.disabled:
             return None
         return self._record("$set_once", arguments.person_event, "$set_once", distinct_id,
-                            properties, timestamp, uuid)
+                            properties, timestamp, uuid, disable_geoip)
 
-    def alias(self, previous_id: Any, distinct_id: Any, *, timestamp: Any = None,
-              uuid: Any = None) -> Optional[str]:
-        """Link ``distinct_id`` (new) to ``previous_id`` (existing); return the uuid or None."""
+    def alias(self, previous_id: Any, distinct_id: Any, timestamp: Any = None,
+              uuid: Any = None, disable_geoip: Optional[bool] = None) -> Optional[str]:
+        """Link ``distinct_id`` (new) to ``previous_id`` (existing); return the uuid or None.
+
+        The arguments after the ids may be given by position, in posthog's order.
+        """
         if self.disabled:
             return None
         return self._record("$create_alias", arguments.alias_event, previous_id, distinct_id,
-                            timestamp, uuid)
+                            timestamp, uuid, disable_geoip)
 
     def group_identify(self, group_type: Any, group_key: Any,
-                       properties: Optional[Mapping[str, Any]] = None, *,
+                       properties: Optional[Mapping[str, Any]] = None,
                        timestamp: Any = None, uuid: Any = None,
+                       disable_geoip: Optional[bool] = None,
                        distinct_id: Any = None) -> Optional[str]:
-        """Set properties on a group (``$groupidentify``); return the uuid or None."""
+        """Set properties on a group (``$groupidentify``); return the uuid or None.
+
+        The arguments may be given by position, in posthog's order.
+        """
         if self.disabled:
             return None
         return self._record("$groupidentify", arguments.group_event, group_type, group_key,
-                            properties, distinct_id, timestamp, uuid)
+                            properties, distinct_id, timestamp, uuid, disable_geoip)
 
-    def capture_exception(self, exc: Optional[BaseException] = None, *, distinct_id: Any = None,
+    def capture_exception(self, exception: ExceptionArg = None, *, distinct_id: Any = None,
                           properties: Optional[Mapping[str, Any]] = None,
                           groups: Optional[Mapping[str, Any]] = None, level: str = "error",
-                          handled: bool = True, mechanism: str = "generic") -> Optional[str]:
-        """Capture an ``$exception`` event (the one being handled when exc is None)."""
+                          handled: bool = True, mechanism: str = "generic",
+                          timestamp: Any = None, uuid: Any = None,
+                          flags: Optional[Mapping[str, Any]] = None,
+                          send_feature_flags: Any = False,
+                          disable_geoip: Optional[bool] = None) -> Optional[str]:
+        """Capture an ``$exception`` event; return its uuid or None.
+
+        ``exception`` is an exception or an ``exc_info`` tuple; None takes the one being
+        handled, and ``(None, None, None)`` captures nothing (as posthog does).
+        """
         if self.disabled:
             return None
+        opts = self.options
         try:
             props = exceptions.exception_event_properties(
-                exc, properties, level=level, handled=handled, mechanism=mechanism,
-                project_root=self.options.project_root)
+                exception, properties, level=level, handled=handled, mechanism=mechanism,
+                project_root=opts.project_root, in_app_modules=opts.in_app_modules)
         except Exception as error:
             return self._pipeline.reject_invalid(error, "$exception")
         if props is None:
             return None
+        if opts.log_captured_exceptions:
+            log.error("productos: captured exception", exc_info=_compat.exc_info(exception))
         return self.capture("$exception", distinct_id=distinct_id, properties=props,
-                            groups=groups)
+                            groups=groups, timestamp=timestamp, uuid=uuid, flags=flags,
+                            send_feature_flags=send_feature_flags, disable_geoip=disable_geoip)
 
     def _invalid_uuid(self, event: str, given: Any) -> None:
         """Report a caller's uuid that is not a UUID (a new one replaces it)."""
@@ -226,9 +278,14 @@ class Client:
         self._poller: Optional[Poller[Snapshot]] = None
         self._remote: Optional[RemoteFlagsRequester] = None
         wait_ready: Callable[[float], bool] = _always_ready
+        self._listeners = FlagsChangedListeners()
+        self._definitions.on_swap = self._definitions_swapped
         if opts.flag_definitions_file is not None:
-            # Offline mode: definitions from a file, never polled, no remote calls.
+            # Offline mode: definitions from a file, no remote calls; reloaded when it changes.
             self._definitions.swap(load_definitions_file(opts.flag_definitions_file))
+            self._poller = file_poller(opts.flag_definitions_file, self._definitions,
+                                       opts.poll_interval)
+            self._poller.start()
         elif opts.flag_definitions is not None:
             # Offline mode too, from a mapping (tests, generated configuration).
             self._definitions.swap(parse_given_definitions(opts.flag_definitions))
@@ -236,39 +293,50 @@ class Client:
             key = opts.project_api_key or ""
             self._remote = RemoteFlagsRequester(
                 self.transport, key, timeout=opts.feature_flags_request_timeout_seconds,
-                disable_geoip=opts.disable_geoip)
+                disable_geoip=opts.disable_geoip, retries=_compat.flag_request_retries(opts))
             if opts.personal_api_key and opts.enable_local_evaluation:
-                requester = DefinitionsRequester(self.transport, key, opts.personal_api_key)
-                self._poller = Poller(requester.fetch, parse_definitions, self._definitions,
-                                      Snapshot.empty(), interval=opts.poll_interval)
+                # Alone, or one poller for the fleet through flag_definitions_cache.
+                self._poller = definitions_poller(opts, self.transport, self._definitions)
                 self._poller.start()
                 wait_ready = self._poller.wait_ready
         self._flags = FlagService(
             snapshot=self._definitions.get,
             remote=None if self._remote is None else self._ask_server,
             emit_called=self._emit_flag_called, wait_ready=wait_ready,
-            first_load_timeout=opts.flags_first_load_timeout)
+            first_load_timeout=opts.flags_first_load_timeout,
+            check_fork=self._flags_fork_check)
+        if opts.hooks:
+            # Only a client with hooks pays for them: the others keep the plain service.
+            self._flags = cast(FlagService, HookedFlags(self._flags, opts.hooks,
+                                                        self._ledger.warnings))
 
     def _ask_server(self, ctx: EvaluationContext, keys: Optional[Sequence[str]]) -> RemoteFlags:
         assert self._remote is not None
         return self._remote.evaluate(
             ctx.distinct_id, groups=ctx.groups, person_properties=ctx.person_properties,
-            group_properties=ctx.group_properties, device_id=ctx.device_id, keys=keys)
+            group_properties=ctx.group_properties, device_id=ctx.device_id, keys=keys,
+            disable_geoip=ctx.disable_geoip)
 
     def _emit_flag_called(self, distinct_id: str, properties: Dict[str, Any],
-                          groups: Mapping[str, str]) -> None:
+                          groups: Mapping[str, str],
+                          disable_geoip: Optional[bool] = None) -> None:
         self.capture("$feature_flag_called", distinct_id=distinct_id, properties=properties,
-                     groups=groups or None)
+                     groups=groups or None, disable_geoip=disable_geoip)
 
-    def _flag_context(self, distinct_id: Any, groups: Any, person_properties: Any,
-                      group_properties: Any, device_id: Any) -> EvaluationContext:
-        context = evaluation_context(distinct_id, groups, person_properties, group_properties,
-                                     device_id)
+    def _flags_fork_check(self) -> None:
         self._check_fork()
         poller = self._poller
         if poller is not None and poller.needs_start:
             poller.start()  # a forked child polls on its own thread
-        return context
+
+    def _flag_context(self, distinct_id: Any, groups: Any, person_properties: Any,
+                      group_properties: Any, device_id: Any, sends: bool = True,
+                      disable_geoip: Optional[bool] = None) -> EvaluationContext:
+        if disable_geoip is None:
+            return self._flags.context(distinct_id, groups, person_properties,
+                                       group_properties, device_id, sends)
+        return self._flags.context(distinct_id, groups, person_properties, group_properties,
+                                   device_id, sends, disable_geoip)
 
     def _flag_failed(self, exc: Exception, what: str) -> None:
         if self.options.debug:
@@ -277,12 +345,18 @@ class Client:
                                    "productos: %s failed: %s", what, redact(str(exc)))
         self._ledger.call_on_error(exc, [])
 
-    def _flag_properties(self, flags: Any, distinct_id: Optional[str],
+    def _flag_properties(self, flags: Any, send_feature_flags: Any,
+                         disable_geoip: Optional[bool], distinct_id: Optional[str],
                          groups: Optional[Dict[str, str]]) -> Dict[str, Any]:
         """Return the ``$feature/<key>`` and ``$active_feature_flags`` properties of capture()."""
+        if isinstance(flags, FeatureFlagEvaluations):
+            return flags.event_properties()
         if flags is None:
             if distinct_id is None:
                 return {}
+            if isinstance(send_feature_flags, Mapping):
+                return self._send_flags_properties(send_feature_flags, distinct_id, groups,
+                                                   disable_geoip)
             values: Mapping[str, Any] = self.get_all_flags(
                 distinct_id, groups=groups, only_evaluate_locally=True) or {}
         else:
@@ -291,108 +365,20 @@ class Client:
         merged["$active_feature_flags"] = active
         return merged
 
-    def get_feature_flag_result(self, key: str, distinct_id: Any = None, *, groups: Any = None,
-                                person_properties: Any = None, group_properties: Any = None,
-                                device_id: Any = None, only_evaluate_locally: bool = False,
-                                send_feature_flag_events: bool = True
-                                ) -> Optional[FlagResult]:
-        """Evaluate one flag and return the full result: value, variant, payload and reason."""
-        return self._flag_result(key, distinct_id, groups, person_properties, group_properties,
-                                 device_id, only_evaluate_locally, send_feature_flag_events,
-                                 True)
-
-    def _flag_result(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
-                     group_properties: Any, device_id: Any, only_local: bool, send_event: bool,
-                     detail: bool) -> Optional[FlagResult]:
-        if self.disabled:
-            return None
-        try:
-            key = check_flag_key(key)
-            ctx = self._flag_context(distinct_id, groups, person_properties, group_properties,
-                                     device_id)
-            return self._flags.result(key, ctx, only_local=only_local, send_event=send_event,
-                                      detail=detail)
-        except Exception as exc:
-            self._flag_failed(exc, f"evaluating flag {describe(key)}")
-            return None
-
-    def get_feature_flag(self, key: str, distinct_id: Any = None, *, groups: Any = None,
-                         person_properties: Any = None, group_properties: Any = None,
-                         device_id: Any = None, only_evaluate_locally: bool = False,
-                         send_feature_flag_events: bool = True) -> Union[bool, str, None]:
-        """Return a flag's value: True/False, the variant key, or None when unknown."""
-        result = self._flag_result(key, distinct_id, groups, person_properties,
-                                   group_properties, device_id, only_evaluate_locally,
-                                   send_feature_flag_events, False)
-        return None if result is None else result.value
-
-    def feature_enabled(self, key: str, distinct_id: Any = None, *, groups: Any = None,
-                        person_properties: Any = None, group_properties: Any = None,
-                        device_id: Any = None, only_evaluate_locally: bool = False,
-                        send_feature_flag_events: bool = True) -> Optional[bool]:
-        """Return whether a flag is on for this person (None when it cannot be known)."""
-        result = self._flag_result(key, distinct_id, groups, person_properties,
-                                   group_properties, device_id, only_evaluate_locally,
-                                   send_feature_flag_events, False)
-        value = None if result is None else result.value
-        return None if value is None else bool(value)
-
-    def get_feature_flag_payload(self, key: str, distinct_id: Any = None, *,
-                                 match_value: Any = None, **kwargs: Any) -> Any:
-        """Return the decoded payload of the flag's value for this person, if any."""
-        if match_value is not None and type(key) is str:
-            # A key of another type goes the normal way below, which reports it.
-            try:
-                payload = payload_for(self._definitions.get(), key, match_value)
-            except Exception as exc:
-                self._flag_failed(exc, f"reading the payload of flag {describe(key)}")
-                return None
-            if payload is not None:
-                return payload
-        kwargs.setdefault("send_feature_flag_events", False)
-        result = self.get_feature_flag_result(key, distinct_id, **kwargs)
-        return None if result is None else result.payload
-
-    def get_all_flags_results(self, distinct_id: Any = None, *, groups: Any = None,
-                              person_properties: Any = None, group_properties: Any = None,
-                              device_id: Any = None, only_evaluate_locally: bool = False
-                              ) -> Optional[Dict[str, FlagResult]]:
-        """Evaluate every flag (at most one remote request) and return the full results."""
-        if self.disabled:
-            return None
-        try:
-            ctx = self._flag_context(distinct_id, groups, person_properties, group_properties,
-                                     device_id)
-            return self._flags.all_results(ctx, only_local=only_evaluate_locally)
-        except Exception as exc:
-            self._flag_failed(exc, "evaluating all flags")
-            return None
-
-    def get_all_flags(self, distinct_id: Any = None, *, groups: Any = None,
-                      person_properties: Any = None, group_properties: Any = None,
-                      device_id: Any = None, only_evaluate_locally: bool = False
-                      ) -> Optional[Dict[str, Union[bool, str]]]:
-        """Return every flag's known value for this person (at most one remote request)."""
-        if self.disabled:
-            return None
-        try:
-            ctx = self._flag_context(distinct_id, groups, person_properties, group_properties,
-                                     device_id)
-            values = self._flags.all_values(ctx, only_local=only_evaluate_locally)
-        except Exception as exc:
-            self._flag_failed(exc, "evaluating all flags")
-            return None
-        return {key: value for key, value in values.items() if value is not None}
-
-    def get_all_flags_and_payloads(self, distinct_id: Any = None, **kwargs: Any
-                                   ) -> Dict[str, Dict[str, Any]]:
-        """Return ``{"featureFlags": {...}, "featureFlagPayloads": {...}}`` for this person."""
-        results = self.get_all_flags_results(distinct_id, **kwargs) or {}
-        return {
-            "featureFlags": {k: r.value for k, r in results.items() if r.value is not None},
-            "featureFlagPayloads": {k: r.payload for k, r in results.items()
-                                    if r.payload is not None and r.value},
-        }
+    def _send_flags_properties(self, options: Mapping[str, Any], distinct_id: str,
+                               groups: Optional[Dict[str, str]],
+                               disable_geoip: Optional[bool]) -> Dict[str, Any]:
+        """posthog's ``send_feature_flags={...}``: local when asked or when definitions are
+        loaded (unless ``only_evaluate_locally`` is False), else the server."""
+        opts = send_flags_options(options)
+        local = opts.only_evaluate_locally
+        if local is None:
+            local = self._definitions.get().loaded
+        values = self.get_all_flags(
+            distinct_id, groups=groups, person_properties=opts.person_properties,
+            group_properties=opts.group_properties, only_evaluate_locally=bool(local),
+            disable_geoip=disable_geoip, flag_keys_to_evaluate=opts.flag_keys_filter)
+        return capture_flag_properties(values or {})
 
     def load_feature_flags(self) -> bool:
         """Fetch definitions now (or re-read the file); return True if they are loaded."""
@@ -418,18 +404,40 @@ class Client:
         return snap.raw if snap.loaded else None
 
     def flag_definitions_status(self) -> Optional[SourceStatus]:
-        """Return the state of the definitions poller (None when there is none)."""
-        return None if self._poller is None else self._poller.status
+        """Return where the definitions come from and how fresh they are (None: no poller).
+
+        ``source`` is "holder" or "follower" (a shared cache), "direct" or "file"; ``age`` is
+        the seconds since they were fetched, ``polls`` the definitions requests this process
+        made, ``cache`` the shared cache's health.
+        """
+        return describe_source(self._poller)
+
+    def on_flags_changed(self, callback: Callable[[FlagsChanged], Any]) -> Callable[[], None]:
+        """Call ``callback(FlagsChanged)`` after each update that adds, removes or changes
+        flags (a poll, a shared cache update, a file reload, ``set_flag_definitions``).
+
+        Callbacks run on a thread of their own, one at a time; one that raises is logged and
+        counted. Returns a function that removes the callback.
+        """
+        return self._listeners.add(callback)
+
+    def _definitions_swapped(self, old: Snapshot, new: Snapshot) -> None:
+        self._listeners.notify(old.raw, new.raw)
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def flush(self, timeout: Optional[float] = 10.0) -> bool:
+    def flush(self, timeout: Optional[float] = 10.0, *,
+              timeout_seconds: Optional[float] = math.nan) -> bool:
         """Send everything queued so far; return True if it all settled within timeout.
+
+        ``timeout_seconds`` is posthog's name for ``timeout`` (NaN: not given).
 
         With a spool, settled means delivered (or dropped for a reason): events that wait
         on disk through an outage make flush return False. Called from an ``on_error`` or
         ``on_drop`` callback (which run on the delivery threads) it returns False at once.
         """
+        if timeout_seconds is None or timeout_seconds == timeout_seconds:  # not NaN: given
+            timeout = timeout_seconds
         timeout = timeout_arg(timeout, 10.0)
         if self.disabled:
             return True

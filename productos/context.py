@@ -12,7 +12,7 @@ import functools
 import inspect
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType, TracebackType
-from typing import Any, Callable, List, Mapping, Optional, Protocol, Type, TypeVar, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Type, TypeVar, cast
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -27,6 +27,7 @@ class Scope:
     session_id: Optional[str] = None
     tags: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     capture_exceptions: bool = True
+    device_id: Optional[str] = None
 
 
 _ROOT = Scope()
@@ -73,12 +74,13 @@ current_scope: Callable[[], Scope] = _current.get
 class new_context:
     """Open a scope for the duration of a ``with`` block or a decorated function.
 
-    A nested scope starts from its parent's values unless ``fresh=True``. When
-    ``capture_exceptions`` is true and a client with exception capture is bound, an
-    exception leaving the scope is reported before it propagates.
+    A nested scope starts from its parent's values unless ``fresh=True``. An exception
+    leaving the scope is reported (to ``client``, else the default client) before it
+    propagates: with ``capture_exceptions=None`` (the default) when that client has
+    ``enable_exception_autocapture``, with ``True`` always, with ``False`` never — posthog's rule.
     """
 
-    def __init__(self, fresh: bool = False, capture_exceptions: bool = True,
+    def __init__(self, fresh: bool = False, capture_exceptions: Optional[bool] = None,
                  client: Optional[ExceptionCapturer] = None) -> None:
         self._fresh = fresh
         self._capture_exceptions = capture_exceptions
@@ -87,15 +89,16 @@ class new_context:
 
     def __enter__(self) -> new_context:
         parent = _ROOT if self._fresh else _current.get()
-        scope = replace(parent, capture_exceptions=self._capture_exceptions)
+        scope = replace(parent, capture_exceptions=self._capture_exceptions is not False)
         self._tokens.append(_current.set(scope))
         return self
 
     def __exit__(self, exc_type: Optional[Type[BaseException]],
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
         try:
-            if exc is not None and self._capture_exceptions and isinstance(exc, Exception):
-                _report_exception(self._client, exc)
+            if (exc is not None and self._capture_exceptions is not False
+                    and isinstance(exc, Exception)):
+                _report_exception(self._client, exc, always=self._capture_exceptions is True)
         finally:
             _current.reset(self._tokens.pop())
 
@@ -116,10 +119,11 @@ class new_context:
         return cast(F, run)
 
 
-def _report_exception(client: Optional[ExceptionCapturer], exc: BaseException) -> None:
-    """Hand an exception that left a scope to the client's exception capture, if it is on."""
+def _report_exception(client: Optional[ExceptionCapturer], exc: BaseException,
+                      always: bool = False) -> None:
+    """Hand an exception that left a scope to the client (if its autocapture is on, or always)."""
     target = client if client is not None else _default_capturer[0]()
-    if target is not None and target.options.enable_exception_autocapture:
+    if target is not None and (always or target.options.enable_exception_autocapture):
         target.capture_exception(exc, mechanism="context")
 
 
@@ -135,11 +139,26 @@ def set_context_session(session_id: Any) -> None:
                          else str(session_id)))
 
 
-def tag(key: str, value: Any) -> None:
+def set_context_device_id(device_id: Any) -> None:
+    """Make flag calls in the current scope use ``device_id`` when they are given none."""
+    _current.set(replace(_current.get(), device_id=None if device_id is None
+                         else str(device_id)))
+
+
+def scoped(fresh: bool = False, capture_exceptions: Optional[bool] = None
+           ) -> Callable[[F], F]:
+    """Return a decorator running the function in a new scope (posthog's ``scoped``).
+
+    ``capture_exceptions`` as for :class:`new_context`.
+    """
+    return new_context(fresh, capture_exceptions)
+
+
+def tag(name: str, value: Any) -> None:
     """Add one property to every event captured in the current scope."""
     scope = _current.get()
     tags = dict(scope.tags)
-    tags[str(key)] = value
+    tags[str(name)] = value
     _current.set(replace(scope, tags=MappingProxyType(tags)))
 
 
@@ -153,6 +172,53 @@ def get_context_session_id() -> Optional[str]:
     return _current.get().session_id
 
 
-def get_tags() -> Mapping[str, Any]:
-    """Return the tags of the current scope (read-only)."""
-    return _current.get().tags
+def get_context_device_id() -> Optional[str]:
+    """Return the device id set on the current scope, if any."""
+    return _current.get().device_id
+
+
+def get_tags() -> Dict[str, Any]:
+    """Return a copy of the tags of the current scope."""
+    return dict(_current.get().tags)
+
+
+_Scope = new_context  # the class, for annotations inside ContextMethods (which shadows the name)
+
+
+class ContextMethods:
+    """posthog's context methods on a client: the functions above, scopes bound to the client."""
+
+    def new_context(self, fresh: bool = False,
+                    capture_exceptions: Optional[bool] = None) -> _Scope:
+        """Open a scope whose escaping exceptions this client reports (see new_context)."""
+        return new_context(fresh, capture_exceptions, client=cast(ExceptionCapturer, self))
+
+    def scoped(self, fresh: bool = False, capture_exceptions: Optional[bool] = None
+               ) -> _Scope:
+        """Return a decorator running the function in a new scope bound to this client."""
+        return self.new_context(fresh, capture_exceptions)
+
+    @staticmethod
+    def tag(name: str, value: Any) -> None:
+        """Add a property to every event captured in the current scope."""
+        tag(name, value)
+
+    @staticmethod
+    def get_tags() -> Dict[str, Any]:
+        """Return a copy of the current scope's tags."""
+        return get_tags()
+
+    @staticmethod
+    def identify_context(distinct_id: str) -> None:
+        """Make events in the current scope belong to ``distinct_id``."""
+        identify_context(distinct_id)
+
+    @staticmethod
+    def set_context_session(session_id: str) -> None:
+        """Attach ``$session_id`` to events in the current scope."""
+        set_context_session(session_id)
+
+    @staticmethod
+    def set_context_device_id(device_id: str) -> None:
+        """Make flag calls in the current scope use this device id when given none."""
+        set_context_device_id(device_id)

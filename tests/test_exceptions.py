@@ -172,18 +172,26 @@ def test_exception_groups_list_their_members() -> None:
 
 
 def test_level_handled_and_mechanism() -> None:
-    props = exception_properties(ValueError("x"), level="fatal", handled=False,
-                                 mechanism_type="excepthook")
+    try:
+        raise ValueError("x")
+    except ValueError as exc:
+        props = exception_properties(exc, level="fatal", handled=False,
+                                     mechanism_type="excepthook")
     assert props["$exception_level"] == "fatal"
     assert props["$exception_source"] == "excepthook"
     assert props["$exception_list"][0]["mechanism"] == {"type": "excepthook", "handled": False,
                                                         "synthetic": False}
 
 
-def test_an_exception_never_raised_has_no_stacktrace() -> None:
-    (entry,) = exception_properties(ValueError("made, not raised"))["$exception_list"]
-    assert "stacktrace" not in entry
+def test_an_exception_never_raised_gets_the_callers_stack_marked_synthetic() -> None:
+    # posthog 7.91 does the same (construct_artificial_traceback), without touching the exception.
+    exc = ValueError("made, not raised")
+    (entry,) = exception_properties(exc)["$exception_list"]
     assert entry["value"] == "made, not raised"
+    assert entry["mechanism"]["synthetic"] is True
+    functions = [frame["function"] for frame in entry["stacktrace"]["frames"]]
+    assert functions[-1] == "test_an_exception_never_raised_gets_the_callers_stack_marked_synthetic"
+    assert exc.__traceback__ is None
 
 
 def test_module_of_non_builtin_types() -> None:

@@ -105,7 +105,8 @@ def timeout_arg(value: Any, default: Optional[float]) -> Optional[float]:
 
 def capture_event(builder: EventBuilder, scope: Scope, event: Any, distinct_id: Any,
                   properties: Any, groups: Any, timestamp: Any, uuid: Any,
-                  flag_properties: Optional[FlagProperties] = None) -> Draft:
+                  flag_properties: Optional[FlagProperties] = None,
+                  disable_geoip: Optional[bool] = None) -> Draft:
     """Return the event of ``capture()``; flag_properties come under the caller's properties."""
     # The common argument types are recognised inline: this runs on every capture().
     name = event if type(event) is str and event else event_name(event)
@@ -116,32 +117,38 @@ def capture_event(builder: EventBuilder, scope: Scope, event: Any, distinct_id: 
              else distinct_id_or(distinct_id, scope.distinct_id))
     if flag_properties is not None:
         props = {**flag_properties(owner, group_map), **(props or {})}
+    if disable_geoip is not None:
+        return builder.draft(name, owner, props, timestamp, uuid, group_map, scope.session_id,
+                             scope.tags, disable_geoip=disable_geoip)
     return builder.draft(name, owner, props, timestamp, uuid, group_map, scope.session_id,
                          scope.tags)
 
 
 def person_event(builder: EventBuilder, scope: Scope, kind: str, distinct_id: Any,
-                 properties: Any, timestamp: Any, uuid: Any) -> Draft:
+                 properties: Any, timestamp: Any, uuid: Any,
+                 disable_geoip: Optional[bool] = None) -> Draft:
     """Return the event of ``set()`` (kind ``$set``) or ``set_once()`` (``$set_once``)."""
     props = check_mapping("properties", properties)
     owner = distinct_id_or(distinct_id, scope.distinct_id)
     if owner is None:
         raise EventError(f"{kind} needs a distinct_id (argument or context)")
     return builder.draft(kind, owner, None, timestamp=timestamp, uuid=uuid, system=False,
-                         top_level={kind: dict(props or {})})
+                         top_level={kind: dict(props or {})}, disable_geoip=disable_geoip)
 
 
 def alias_event(builder: EventBuilder, scope: Scope, previous_id: Any, distinct_id: Any,
-                timestamp: Any, uuid: Any) -> Draft:
+                timestamp: Any, uuid: Any, disable_geoip: Optional[bool] = None) -> Draft:
     """Return the event of ``alias()``: distinct_id (new) joins previous_id (existing)."""
     previous = required_id("previous_id", previous_id)
     new = required_id("distinct_id", distinct_id)
     return builder.draft("$create_alias", previous, {"distinct_id": previous, "alias": new},
-                         timestamp=timestamp, uuid=uuid, system=False)
+                         timestamp=timestamp, uuid=uuid, system=False,
+                         disable_geoip=disable_geoip)
 
 
 def group_event(builder: EventBuilder, scope: Scope, group_type: Any, group_key: Any,
-                properties: Any, distinct_id: Any, timestamp: Any, uuid: Any) -> Draft:
+                properties: Any, distinct_id: Any, timestamp: Any, uuid: Any,
+                disable_geoip: Optional[bool] = None) -> Draft:
     """Return the event of ``group_identify()``."""
     gtype = required_id("group_type", group_type)
     gkey = required_id("group_key", group_key)
@@ -150,4 +157,4 @@ def group_event(builder: EventBuilder, scope: Scope, group_type: Any, group_key:
     return builder.draft(
         "$groupidentify", owner or f"${gtype}_{gkey}",
         {"$group_type": gtype, "$group_key": gkey, "$group_set": dict(props or {})},
-        timestamp=timestamp, uuid=uuid, system=False)
+        timestamp=timestamp, uuid=uuid, system=False, disable_geoip=disable_geoip)

@@ -35,6 +35,22 @@ MAX_DEPTH = 64
 _UTC = _dt.timezone.utc
 
 
+def _os_version() -> str:
+    """Return the OS version as posthog reports it (the distribution's on Linux)."""
+    system: str = getattr(sys, "platform")  # noqa: B009 - read as data, not narrowed by mypy
+    try:
+        if system.startswith("linux"):
+            release = platform.freedesktop_os_release()  # /etc/os-release, as `distro` reads it
+            return release.get("VERSION_ID") or ""
+        if system == "darwin":
+            return platform.mac_ver()[0] or ""
+        if system.startswith("win"):
+            return platform.win32_ver()[0] or ""
+    except Exception:  # no os-release file (some containers): the kernel's, as before
+        pass
+    return platform.release()
+
+
 def _system_properties() -> Dict[str, Any]:
     """Return the properties that describe this runtime, computed once at import."""
     os_name = {"darwin": "Mac OS X", "win32": "Windows"}.get(sys.platform)
@@ -42,7 +58,7 @@ def _system_properties() -> Dict[str, Any]:
         os_name = "Linux" if sys.platform.startswith("linux") else sys.platform
     return {
         "$os": os_name,
-        "$os_version": platform.release(),
+        "$os_version": _os_version(),
         "$python_runtime": platform.python_implementation(),
         "$python_version": "{}.{}.{}".format(*sys.version_info[:3]),
     }
@@ -375,23 +391,36 @@ class EventBuilder:
         self._lib = {"$lib": LIB_NAME, "$lib_version": VERSION}
         self._super: Dict[str, Any] = dict(super_properties or {})
         self._defer = defer_constants
-        self._constant_keys = frozenset(with_system)
+        self._constant_keys = frozenset(with_system) | {"$geoip_disable"}
         self._plain = _envelope(plain)
         self._system = _envelope(with_system)
+        # A call's own disable_geoip (posthog's per-call argument) picks the other pair.
+        self._geoip = bool(disable_geoip)
+        other = base_properties(not disable_geoip)
+        self._other_plain = _envelope(other)
+        self._other_system = _envelope({**SYSTEM_PROPERTIES, **other})
 
     def draft(self, event: str, distinct_id: Optional[str],
               properties: Optional[Mapping[str, Any]], timestamp: Any = None,
               uuid: Any = None, groups: Optional[Mapping[str, Any]] = None,
               session_id: Optional[str] = None, tags: Optional[Mapping[str, Any]] = None,
-              system: bool = True, top_level: Optional[Mapping[str, Any]] = None) -> Draft:
+              system: bool = True, top_level: Optional[Mapping[str, Any]] = None,
+              disable_geoip: Optional[bool] = None) -> Draft:
         """Return one event; the precedence is tags < caller < super < $lib.
 
         capture() passes the arguments up to ``tags`` by position: it is a little quicker.
+        ``disable_geoip`` (None: the client's setting) decides ``$geoip_disable`` for this one.
         """
-        envelope = self._system if system else self._plain
+        if disable_geoip is None or bool(disable_geoip) == self._geoip:
+            envelope = self._system if system else self._plain
+        else:
+            envelope = self._other_system if system else self._other_plain
         props: Mapping[str, Any]
         if tags or session_id is not None or self._super or groups or distinct_id is None:
-            merged: Dict[str, Any] = dict(tags) if tags else {}
+            merged: Dict[str, Any] = {}
+            if tags:
+                merged.update(tags)
+                merged["$context_tags"] = list(tags)  # which properties came from the scope
             if session_id is not None:
                 merged["$session_id"] = session_id
             if properties:

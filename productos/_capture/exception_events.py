@@ -20,10 +20,11 @@ import sys
 import threading
 import weakref
 from types import FrameType, TracebackType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from productos._capture.arguments import check_mapping
 from productos._capture.events import describe
+from productos._runtime.compat import NO_EXCEPTION, exception_arg, in_app
 from productos.errors import EventError
 
 log = logging.getLogger("productos")
@@ -42,11 +43,23 @@ _GROUP_TYPES: Tuple[type, ...] = tuple(
 
 def exception_properties(exc: BaseException, *, level: str = "error", handled: bool = True,
                          mechanism_type: str = "generic",
-                         project_root: Optional[str] = None) -> Dict[str, Any]:
-    """Return the ``$exception`` properties for exc (``$exception_list``, level and source)."""
+                         project_root: Optional[str] = None,
+                         in_app_modules: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Return the ``$exception`` properties for exc (``$exception_list``, level and source).
+
+    Frames of the ``in_app_modules`` (module name prefixes) are in-app wherever they live.
+    """
     root = _normalise_root(project_root)
     mechanism = {"type": mechanism_type, "handled": bool(handled), "synthetic": False}
-    entries = [_exception_entry(e, mechanism, root) for e in _walk(exc)]
+    # An exception that was never raised has no stack: the caller's stands in (as posthog's).
+    stack = _caller_stack() if exc.__traceback__ is None else None
+    entries = [_exception_entry(e, mechanism, root, stack if e is exc else None)
+               for e in _walk(exc)]
+    if in_app_modules:
+        for entry in entries:
+            for frame in entry.get("stacktrace", {}).get("frames", ()):
+                if in_app(frame.get("module"), in_app_modules):
+                    frame["in_app"] = True
     return {
         "$exception_list": entries,
         "$exception_level": level,
@@ -55,14 +68,22 @@ def exception_properties(exc: BaseException, *, level: str = "error", handled: b
     }
 
 
-def exception_event_properties(exc: Optional[BaseException], properties: Any, *,
+def exception_event_properties(exc: Any, properties: Any, *,
                                level: str, handled: bool, mechanism: str,
-                               project_root: Optional[str]) -> Optional[Dict[str, Any]]:
+                               project_root: Optional[str],
+                               in_app_modules: Optional[Sequence[str]] = None
+                               ) -> Optional[Dict[str, Any]]:
     """Return the properties of capture_exception()'s event, or None when there is none to make.
 
-    With exc None, the exception being handled is taken; an exception object already
-    captured is not captured again. ``properties`` are added over the exception's own.
+    exc is an exception or an ``exc_info`` tuple (posthog's forms). With exc None, the
+    exception being handled is taken; ``(None, None, None)`` makes no event; an exception
+    object already captured is not captured again. ``properties`` are added over the
+    exception's own.
     """
+    exc = exception_arg(exc)
+    if exc is NO_EXCEPTION:
+        log.debug("productos: capture_exception() given an empty exc_info")
+        return None
     if exc is None:
         exc = sys.exc_info()[1]
         if exc is None:
@@ -73,7 +94,7 @@ def exception_event_properties(exc: Optional[BaseException], properties: Any, *,
     if already_captured(exc):
         return None
     props = exception_properties(exc, level=level, handled=handled, mechanism_type=mechanism,
-                                 project_root=project_root)
+                                 project_root=project_root, in_app_modules=in_app_modules)
     mark_captured(exc)
     extra = check_mapping("properties", properties)
     if extra:
@@ -129,16 +150,30 @@ def _walk(exc: BaseException) -> Iterator[BaseException]:
     return visit(exc)
 
 
+def _caller_stack() -> Optional[TracebackType]:
+    """Return the current stack as a traceback, outermost first, ending where the app called."""
+    tb: Optional[TracebackType] = None
+    try:
+        frame: Optional[FrameType] = sys._getframe(1)
+        while frame is not None:  # innermost first, so tb_next runs outermost to innermost
+            tb = TracebackType(tb, frame, frame.f_lasti, frame.f_lineno)
+            frame = frame.f_back
+    except Exception:  # an interpreter without _getframe: no stack, as before
+        return None
+    return tb
+
+
 def _exception_entry(exc: BaseException, mechanism: Dict[str, Any],
-                     root: Optional[str]) -> Dict[str, Any]:
+                     root: Optional[str],
+                     stack: Optional[TracebackType] = None) -> Dict[str, Any]:
     exc_type = type(exc)
     entry: Dict[str, Any] = {
         "type": getattr(exc_type, "__qualname__", None) or exc_type.__name__,
         "value": _safe_str(exc),
         "module": _type_module(exc_type),
-        "mechanism": dict(mechanism),
+        "mechanism": dict(mechanism, synthetic=stack is not None) if stack else dict(mechanism),
     }
-    frames = _frames(exc.__traceback__, root)
+    frames = _frames(exc.__traceback__ if stack is None else stack, root)
     if frames:  # an exception that was never raised has no stack; PostHog omits the key too
         entry["stacktrace"] = {"type": "raw", "frames": frames}
     return entry

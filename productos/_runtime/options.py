@@ -21,17 +21,21 @@ from typing import (
     Literal,
     Mapping,
     Optional,
+    Sequence,
     Tuple,
     TypeVar,
     Union,
 )
 
+from productos._runtime import compat as _compat
 from productos._runtime.hosts import normalize_host
 from productos.consumer import OVERFLOW_POLICIES, Sender
 from productos.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from typing_extensions import Concatenate, ParamSpec
+
+    from productos._flags.shared_cache import FlagDefinitionsCache
 
     P = ParamSpec("P")
 
@@ -65,18 +69,47 @@ class Options:
     max_retries: int = 5
     sync_mode: bool = False
     timeout: float = 15.0
+    thread: int = 1  # PostHog's consumer threads: productos' max_concurrent_requests floor
     poll_interval: float = 30.0
     personal_api_key: Optional[str] = field(default=None, repr=False)
     disabled: bool = False
     disable_geoip: bool = True
+    is_server: bool = True  # accepted without effect (see _runtime/compat.py)
     historical_migration: bool = False
     feature_flags_request_timeout_seconds: float = 3.0
+    feature_flags_request_max_retries: int = 1
     super_properties: Optional[Mapping[str, Any]] = None
     enable_exception_autocapture: bool = False
+    log_captured_exceptions: bool = False
     project_root: Optional[str] = None
+    privacy_mode: bool = False
     before_send: Optional[Callable[[Dict[str, Any]], Optional[Mapping[str, Any]]]] = None
+    flag_fallback_cache_url: Optional[str] = None
     enable_local_evaluation: bool = True
+    flag_definition_cache_provider: Optional[Any] = field(default=None, repr=False)
+    capture_exception_code_variables: bool = False
+    code_variables_mask_patterns: Optional[Sequence[str]] = None
+    code_variables_ignore_patterns: Optional[Sequence[str]] = None
+    code_variables_mask_url_credentials: Optional[bool] = None
+    code_variables_detect_secrets: Optional[bool] = None
+    in_app_modules: Optional[Sequence[str]] = None
+    enable_exception_autocapture_rate_limiting: bool = False
+    exception_autocapture_bucket_size: int = 50
+    exception_autocapture_refill_rate: float = 10
+    exception_autocapture_refill_interval_seconds: float = 10
+    capture_mode: Optional[str] = None
+    capture_compression: Optional[str] = None
     secret_key: Optional[str] = field(default=None, repr=False)  # PostHog's personal_api_key
+    metrics: Optional[Mapping[str, Any]] = None
+    enable_full_ai_capture: bool = False
+    capture_trace_context: bool = False
+    _use_ai_lane: bool = False
+    _enable_multimodal_capture: bool = False
+    traces: Optional[Mapping[str, Any]] = None
+    app_host: Optional[str] = None
+    email_request_timeout_seconds: float = 15
+    email_request_max_retries: int = 2
+    migrated_from: Optional[str] = None
     # productos' own settings
     api_key: Optional[str] = field(default=None, repr=False)  # another name for project_api_key
     max_batch_size: int = 2_000
@@ -94,6 +127,14 @@ class Options:
     flag_definitions: Optional[Mapping[str, Any]] = field(default=None, repr=False)
     flags_first_load_timeout: float = 1.0
     sender: Optional[Sender] = field(default=None, repr=False)
+    # Evaluation hooks (productos.flag_hooks.FlagHook), called around every flag read.
+    hooks: Optional[Sequence[Any]] = field(default=None, repr=False)
+    # One poller per fleet: a redis://, rediss:// or unix:// URL, a directory, or a
+    # productos.FlagDefinitionsCache (posthog's flag_definition_cache_provider is adapted).
+    flag_definitions_cache: Optional[Union[PathArg, FlagDefinitionsCache]] = field(
+        default=None, repr=False)
+    # While that cache is unreachable, poll the definitions endpoint directly.
+    flag_definitions_cache_fallback: bool = True
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -199,6 +240,31 @@ def _validate(options: Options) -> None:
         raise ConfigurationError("super_properties must be a mapping")
     if options.flag_definitions_file is not None and options.flag_definitions is not None:
         raise ConfigurationError("give flag_definitions_file or flag_definitions, not both")
+    _check_hooks(options.hooks)
+    _check_flag_definitions_cache(options.flag_definitions_cache)
+    _compat.validate(options)
+
+
+_HOOK_METHODS = ("before_evaluation", "after_evaluation", "on_error")
+
+
+def _check_hooks(hooks: Any) -> None:
+    if hooks is None:
+        return
+    if isinstance(hooks, (str, bytes, Mapping)) or not isinstance(hooks, (list, tuple)):
+        raise ConfigurationError("hooks must be a list of flag hooks")
+    for hook in hooks:
+        if not any(callable(getattr(hook, name, None)) for name in _HOOK_METHODS):
+            raise ConfigurationError(
+                f"hooks: {type(hook).__name__} has none of before_evaluation, "
+                "after_evaluation, on_error (see productos.flag_hooks)")
+
+
+def _check_flag_definitions_cache(value: Any) -> None:
+    if value is not None:
+        from productos._flags.cache_setup import check_cache_setting
+
+        check_cache_setting(value)
 
 
 def _checked_host(host: Optional[str]) -> str:

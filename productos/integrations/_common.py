@@ -13,11 +13,12 @@ import re
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Type, Union
 
 from productos import Client
 from productos.context import identify_context, new_context, set_context_session, tag
 from productos.signals import auto_install
+from productos.types import JSON
 
 log = logging.getLogger("productos")
 
@@ -127,6 +128,8 @@ class IntegrationSettings:
     distinct_id: Optional[Callable[[Any], Any]] = None
     person_properties: Optional[Callable[[Any], Optional[Mapping[str, Any]]]] = None
     groups: Optional[Callable[[Any], Optional[Mapping[str, Any]]]] = None
+    # callable(tags) -> tags: the last word on the request's tags (posthog's PROPERTIES_MAP)
+    properties_map: Optional[Callable[[Dict[str, Any]], Optional[Mapping[str, Any]]]] = None
     owns_client: bool = False  # built from these settings, so shut down with them
 
     @property
@@ -139,14 +142,15 @@ class IntegrationSettings:
         """True when user code runs for each request (it may need a sync context)."""
         return any(hook is not None for hook in (
             self.request_filter, self.extra_properties, self.distinct_id,
-            self.person_properties, self.groups))
+            self.person_properties, self.groups, self.properties_map))
 
 
 INERT = IntegrationSettings(enabled=False)
 
 SETTING_NAMES = ("API_KEY", "HOST", "PERSONAL_API_KEY", "OPTIONS", "CLIENT", "ENABLED",
                  "CAPTURE_EXCEPTIONS", "TRUST_DISTINCT_ID_HEADER", "REQUEST_FILTER",
-                 "EXTRA_PROPERTIES", "DISTINCT_ID", "PERSON_PROPERTIES", "GROUPS")
+                 "EXTRA_PROPERTIES", "DISTINCT_ID", "PERSON_PROPERTIES", "GROUPS",
+                 "PROPERTIES_MAP")
 
 
 def settings_from_mapping(config: Mapping[str, Any], where: str) -> IntegrationSettings:
@@ -161,7 +165,7 @@ def settings_from_mapping(config: Mapping[str, Any], where: str) -> IntegrationS
             log.warning("productos: unknown %s setting(s) ignored: %s", where, ", ".join(unknown))
         hooks = {name.lower(): resolve_callable(config.get(name), name) for name in
                  ("REQUEST_FILTER", "EXTRA_PROPERTIES", "DISTINCT_ID", "PERSON_PROPERTIES",
-                  "GROUPS")}
+                  "GROUPS", "PROPERTIES_MAP")}
         enabled = bool(config.get("ENABLED", True))
         client = config.get("CLIENT")
         owns_client = client is None and enabled
@@ -262,6 +266,8 @@ class RequestInfo:
             "$request_path": self.path,
             "$ip": self.ip,
             "$user_agent": self.user_agent,
+            # The same again under the name PostHog's server-side bot detection reads.
+            "$raw_user_agent": self.user_agent,
             "$request_route": self.route,
         }
         return {key: value for key, value in tags.items() if value is not None}
@@ -306,14 +312,27 @@ def open_request_context(settings: IntegrationSettings, info: RequestInfo,
             identify_context(distinct_id)
         if info.session_id_header:
             set_context_session(info.session_id_header)
-        for key, value in info.tags().items():
+        tags = {**info.tags(), **{str(k): v for k, v in info.extra_tags.items()}}
+        if settings.properties_map is not None:
+            tags = mapped_tags(settings.properties_map, tags)
+        for key, value in tags.items():
             tag(key, value)
-        for key, value in info.extra_tags.items():
-            tag(str(key), value)
     except BaseException:
         close_request_context(scope)
         raise
     return scope
+
+
+def mapped_tags(properties_map: Callable[[Dict[str, Any]], Optional[Mapping[str, Any]]],
+                tags: Dict[str, Any]) -> Dict[str, Any]:
+    """Return the tags as PROPERTIES_MAP leaves them (unchanged if it fails or returns junk)."""
+    with guard("running PROPERTIES_MAP"):
+        mapped = properties_map(dict(tags))
+        if isinstance(mapped, Mapping):
+            return {str(key): value for key, value in mapped.items()}
+        log.warning("productos: PROPERTIES_MAP returned %s, not a dict; the request's tags "
+                    "are kept as they were", type(mapped).__name__)
+    return tags
 
 
 def close_request_context(scope: Optional[new_context]) -> None:
@@ -346,7 +365,10 @@ class RequestClient:
     """The client as one request sees it: flags and events bound to its distinct id.
 
     Every method returns None rather than raising, so a view that reads a flag works the same
-    when the SDK is off, misconfigured, or its backend unreachable.
+    when the SDK is off, misconfigured, or its backend unreachable. Typed code gets it from
+    ``productos.integrations.django.request_client(request)`` or
+    ``productos.integrations.flask.get_request_client()``; it is exported as
+    ``productos.integrations.RequestClient``.
     """
 
     __slots__ = ("client", "distinct_id", "groups", "person_properties", "session_id")
@@ -368,13 +390,13 @@ class RequestClient:
         """Whether flag ``key`` is on for this request's user (None when unknown)."""
         return self._flag_call("feature_enabled", key, kwargs)  # type: ignore[no-any-return]
 
-    def get_feature_flag(self, key: str, **kwargs: Any) -> Any:
+    def get_feature_flag(self, key: str, **kwargs: Any) -> Union[bool, str, None]:
         """The value of flag ``key`` (True/False or a variant) for this request's user."""
-        return self._flag_call("get_feature_flag", key, kwargs)
+        return self._flag_call("get_feature_flag", key, kwargs)  # type: ignore[no-any-return]
 
-    def get_feature_flag_payload(self, key: str, **kwargs: Any) -> Any:
+    def get_feature_flag_payload(self, key: str, **kwargs: Any) -> Optional[JSON]:
         """The payload of flag ``key`` for this request's user."""
-        return self._flag_call("get_feature_flag_payload", key, kwargs)
+        return self._flag_call("get_feature_flag_payload", key, kwargs)  # type: ignore[no-any-return]
 
     def capture(self, event: str, **kwargs: Any) -> Optional[str]:
         """Capture an event as this request's user; return its uuid or None."""

@@ -23,10 +23,18 @@ Settings (all optional; keys fall back to the ``PRODUCTOS_*`` environment variab
         "DISTINCT_ID": None,                  # callable(request) -> id, instead of user.pk
         "PERSON_PROPERTIES": None,            # callable(request) -> dict, for flags
         "GROUPS": None,                       # callable(request) -> {"company": "id"}, for flags
+        "PROPERTIES_MAP": None,               # callable(tags) -> tags, the request's final tags
     }
 
+posthog's ``POSTHOG_MW_*`` settings are read as the keys they mean (``POSTHOG_MW_CLIENT`` is
+``CLIENT``, ``POSTHOG_MW_EXTRA_TAGS`` is ``EXTRA_PROPERTIES``...), and posthog's middleware name
+``productos.integrations.django.PosthogContextMiddleware`` is this middleware. Without a CLIENT
+or API_KEY, a module-level client the application configured (``productos.api_key = ...``)
+is used.
+
 Hooks may be callables or dotted paths. In a view, ``request.productos.feature_enabled("key")``
-reads a flag for the request's user, and ``request.productos.capture("event")`` captures as them.
+reads a flag for the request's user, and ``request.productos.capture("event")`` captures as them;
+typed code writes ``request_client(request).feature_enabled("key")``.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Optional, Union
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from productos.integrations._common import (
     INERT,
@@ -54,11 +62,11 @@ from productos.integrations._common import (
     not_installed_error,
     open_request_context,
     report_internal_error,
-    request_client,
     settings_from_mapping,
     user_distinct_id,
     wants_request,
 )
+from productos.integrations._common import request_client as _bind_request_client
 
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -71,7 +79,8 @@ try:
 except ImportError as _error:
     raise not_installed_error("Django", "django", _error) from _error
 
-__all__ = ["ProductosConfig", "ProductosMiddleware", "get_client", "get_settings"]
+__all__ = ["PosthogContextMiddleware", "ProductosConfig", "ProductosMiddleware", "RequestClient",
+           "get_client", "get_settings", "request_client"]
 
 log = logging.getLogger("productos")
 
@@ -82,6 +91,41 @@ CLIENT_ERRORS = (Http404, PermissionDenied, BadRequest, SuspiciousOperation,
 _SKIP = "_productos_skip"  # set on requests the filter excluded
 
 
+# posthog's Django settings, read as the PRODUCTOS keys they mean; the first one set wins
+# (posthog's current name before its deprecated one), and a PRODUCTOS key beats them all.
+POSTHOG_SETTINGS: Tuple[Tuple[str, str], ...] = (
+    ("POSTHOG_MW_CLIENT", "CLIENT"),
+    ("POSTHOG_MW_CAPTURE_EXCEPTIONS", "CAPTURE_EXCEPTIONS"),
+    ("POSTHOG_MW_REQUEST_FILTER", "REQUEST_FILTER"),
+    ("POSTHOG_MW_EXTRA_PROPERTIES", "EXTRA_PROPERTIES"),
+    ("POSTHOG_MW_EXTRA_TAGS", "EXTRA_PROPERTIES"),
+    ("POSTHOG_MW_CAPTURE_TRACING_HEADERS", "TRUST_DISTINCT_ID_HEADER"),
+    ("POSTHOG_MW_TRUST_TRACING_HEADERS", "TRUST_DISTINCT_ID_HEADER"),
+    ("POSTHOG_MW_PROPERTIES_MAP", "PROPERTIES_MAP"),
+    ("POSTHOG_MW_TAG_MAP", "PROPERTIES_MAP"),
+)
+_WATCHED = frozenset({"PRODUCTOS", *(name for name, _ in POSTHOG_SETTINGS)})
+
+
+def merged_settings(config: Mapping[str, Any], source: Any) -> Dict[str, Any]:
+    """Return the PRODUCTOS keys with posthog's ``POSTHOG_MW_*`` settings in ``source`` added.
+
+    With no CLIENT and no API_KEY anywhere, the module-level client is used when the
+    application configured one (``productos.api_key = ...`` as posthog apps do).
+    """
+    merged = dict(config)
+    for posthog_name, key in POSTHOG_SETTINGS:
+        if key not in merged and hasattr(source, posthog_name):
+            merged[key] = getattr(source, posthog_name)
+    if merged.get("CLIENT") is None and merged.get("API_KEY") is None:
+        import productos  # the package itself: its module-level (posthog-style) client
+
+        if (productos.default_client is not None
+                or productos.project_api_key or productos.api_key):
+            merged["CLIENT"] = productos.setup()
+    return merged
+
+
 def _load_settings() -> IntegrationSettings:
     config = getattr(django_settings, "PRODUCTOS", None)
     if config is None:
@@ -90,7 +134,7 @@ def _load_settings() -> IntegrationSettings:
         log.error("productos: settings.PRODUCTOS must be a dict, not %s; the integration is off",
                   type(config).__name__)
         return INERT
-    return settings_from_mapping(config, "PRODUCTOS")
+    return settings_from_mapping(merged_settings(config, django_settings), "PRODUCTOS")
 
 
 _settings = SettingsCache(_load_settings)
@@ -108,7 +152,7 @@ def get_client() -> Any:
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == "PRODUCTOS":  # override_settings in tests, or a reload
+    if setting in _WATCHED:  # override_settings in tests, or a reload
         _settings.reset()
 
 
@@ -183,7 +227,7 @@ def _prepare_sync(request: Any, settings: IntegrationSettings) -> _Prepared:
     info = _request_info(request)
     info.extra_tags = extra_properties(settings, request)
     distinct_id = header_distinct_id(settings, info) or _user_id_sync(settings, request)
-    helper = request_client(settings, request, distinct_id, info.session_id_header)
+    helper = _bind_request_client(settings, request, distinct_id, info.session_id_header)
     return _Prepared(info, distinct_id, helper)
 
 
@@ -194,7 +238,7 @@ async def _prepare_async(request: Any, settings: IntegrationSettings) -> _Prepar
         return _untracked(settings, request)
     info = _request_info(request)
     distinct_id = header_distinct_id(settings, info) or await _user_id_async(request)
-    helper = request_client(settings, request, distinct_id, info.session_id_header)
+    helper = _bind_request_client(settings, request, distinct_id, info.session_id_header)
     return _Prepared(info, distinct_id, helper)
 
 
@@ -261,6 +305,21 @@ class ProductosMiddleware:
             return None
         capture_request_exception(get_settings(), exception, "django")
         return None
+
+
+# posthog's name for the middleware, for settings.MIDDLEWARE lists written for posthog.
+PosthogContextMiddleware = ProductosMiddleware
+
+
+def request_client(request: Any) -> RequestClient:
+    """Return ``request.productos`` typed: flags and events for the request's user.
+
+    The middleware sets ``request.productos``; type checkers cannot see that attribute on
+    Django's ``HttpRequest``, so typed views call this instead. Outside the middleware it
+    returns a RequestClient bound to nothing, whose calls return None.
+    """
+    helper = getattr(request, "productos", None)
+    return helper if isinstance(helper, RequestClient) else RequestClient()
 
 
 def _on_got_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:

@@ -17,14 +17,16 @@ Config keys (all optional): ``PRODUCTOS_API_KEY``, ``PRODUCTOS_HOST``,
 ``PRODUCTOS_CAPTURE_EXCEPTIONS``, ``PRODUCTOS_TRUST_DISTINCT_ID_HEADER``, and the hooks
 ``PRODUCTOS_REQUEST_FILTER``, ``PRODUCTOS_EXTRA_PROPERTIES``, ``PRODUCTOS_DISTINCT_ID``,
 ``PRODUCTOS_PERSON_PROPERTIES``, ``PRODUCTOS_GROUPS`` (callables taking the request, or
-dotted paths to them).
+dotted paths to them), ``PRODUCTOS_PROPERTIES_MAP`` (callable taking the request's tags and
+returning the tags to use). ``productos_request`` and ``get_request_client()`` are typed as
+:class:`productos.integrations.RequestClient`.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, cast
 
 from productos.integrations._common import (
     DISTINCT_ID_HEADER,
@@ -56,7 +58,8 @@ try:
 except ImportError as _error:
     raise not_installed_error("Flask", "flask", _error) from _error
 
-__all__ = ["Productos", "get_client", "get_request_client", "productos_request"]
+__all__ = ["PosthogFlaskIntegration", "Productos", "RequestClient", "get_client",
+           "get_request_client", "productos_request"]
 
 log = logging.getLogger("productos")
 
@@ -75,6 +78,7 @@ class Productos:
 
     def __init__(self, app: Optional[Flask] = None, *, client: Any = None) -> None:
         self._client = client
+        self._given: Dict[str, Any] = {}  # settings given as arguments: they beat app.config
         if app is not None:
             self.init_app(app)
 
@@ -84,6 +88,12 @@ class Productos:
                   if name.startswith(CONFIG_PREFIX)}
         if self._client is not None:
             config.setdefault("CLIENT", self._client)
+        config.update(self._given)
+        module_client = config.pop("MODULE_CLIENT", False)
+        if module_client and config.get("CLIENT") is None and config.get("API_KEY") is None:
+            config["CLIENT"] = _module_client()
+        if config.pop("AUTOCAPTURE_DECIDES", False) and "CAPTURE_EXCEPTIONS" not in config:
+            config["CAPTURE_EXCEPTIONS"] = _autocapture_setting(config)
         app.extensions[EXTENSION] = settings_from_mapping(config, "PRODUCTOS_* config")
         ensure_signal_drain()
         before = app.before_request_funcs.setdefault(None, [])
@@ -102,6 +112,54 @@ class Productos:
     def client(self) -> Any:
         """The Client of the current app, or None."""
         return get_client()
+
+
+class PosthogFlaskIntegration(Productos):
+    """posthog's Flask extension, by its name and arguments: :class:`Productos` underneath.
+
+    ``capture_tracing_headers`` (or the deprecated ``trust_tracing_headers``) is
+    ``TRUST_DISTINCT_ID_HEADER``; without ``client`` (nor ``PRODUCTOS_CLIENT``/``_API_KEY``
+    config), the module-level client is used when the application configured one, as posthog
+    uses its global client. With ``capture_exceptions=None`` the client's
+    ``enable_exception_autocapture`` decides whether unhandled exceptions are captured.
+    """
+
+    def __init__(self, app: Optional[Flask] = None, *, client: Any = None,
+                 capture_exceptions: Optional[bool] = None,
+                 request_filter: Optional[Callable[[Any], bool]] = None,
+                 extra_properties: Optional[Callable[[Any], Mapping[str, Any]]] = None,
+                 trust_tracing_headers: Optional[bool] = None,
+                 capture_tracing_headers: Optional[bool] = None) -> None:
+        headers = (capture_tracing_headers if capture_tracing_headers is not None
+                   else trust_tracing_headers)
+        given = {"CAPTURE_EXCEPTIONS": capture_exceptions, "REQUEST_FILTER": request_filter,
+                 "EXTRA_PROPERTIES": extra_properties, "TRUST_DISTINCT_ID_HEADER": headers}
+        super().__init__(None, client=client)
+        self._given = {key: value for key, value in given.items() if value is not None}
+        self._given["MODULE_CLIENT"] = True
+        # posthog: without capture_exceptions, the client's enable_exception_autocapture decides.
+        self._given["AUTOCAPTURE_DECIDES"] = capture_exceptions is None
+        if app is not None:
+            self.init_app(app)
+
+
+def _autocapture_setting(config: Mapping[str, Any]) -> bool:
+    """The enable_exception_autocapture of the client the config names or will build."""
+    client = config.get("CLIENT")
+    if client is not None:
+        return bool(getattr(getattr(client, "options", None), "enable_exception_autocapture",
+                            False))
+    options = config.get("OPTIONS") or {}
+    return bool(options.get("enable_exception_autocapture", False))
+
+
+def _module_client() -> Any:
+    """Return the module-level client if the application configured one (else None)."""
+    import productos  # the package: its module-level (posthog-style) client
+
+    if productos.default_client is not None or productos.project_api_key or productos.api_key:
+        return productos.setup()
+    return None
 
 
 def _settings_for(app: Any) -> IntegrationSettings:
@@ -127,7 +185,8 @@ def get_request_client() -> RequestClient:
 
 
 #: ``productos_request.feature_enabled("key")`` inside a request, like Django's request.productos.
-productos_request: Any = LocalProxy(get_request_client)
+#: Typed as the RequestClient it stands for (it is a proxy to the current request's).
+productos_request: RequestClient = cast(RequestClient, LocalProxy(get_request_client))
 
 
 # --- hooks ------------------------------------------------------------------------------------

@@ -134,6 +134,7 @@ def test_context_is_fresh_per_request_and_closed_after(app: Flask) -> None:
     assert second["tags"] == {"$current_url": "http://localhost/context",
                               "$request_method": "GET", "$request_path": "/context",
                               "$ip": "127.0.0.1", "$user_agent": second["tags"]["$user_agent"],
+                              "$raw_user_agent": second["tags"]["$user_agent"],
                               "$request_route": "/context"}
     assert current_scope().distinct_id is None and not current_scope().tags
 
