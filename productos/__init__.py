@@ -184,6 +184,8 @@ else:
             from productos.async_client import AsyncClient
 
             return AsyncClient
+        if name in _compat.INERT_FUNCTIONS:
+            return _compat.inert_function(name)
         raise AttributeError(f"module 'productos' has no attribute {name!r}")
 
 default_client: Optional[Client] = None

@@ -413,3 +413,14 @@ def test_a_retried_flags_call_answers_once_the_server_recovers(live_server):
         assert len(live_server.requests_for("/flags/")) == 3
     finally:
         client.shutdown(5)
+
+
+@pytest.mark.parametrize("name", sorted(compat.INERT_FUNCTIONS))
+def test_posthogs_tuning_functions_exist_and_only_log(name, caplog):
+    import posthog
+
+    assert callable(getattr(posthog, name))  # still posthog's API in the pinned version
+    with caplog.at_level(logging.DEBUG, logger="productos"):
+        assert getattr(productos, name)(True) is None
+    assert f"{name}() is accepted for compatibility with posthog" in caplog.text
+    assert name not in productos.__all__

@@ -153,6 +153,28 @@ def exc_info(value: Any) -> Any:
     return False
 
 
+# posthog's module functions that tune what productos does not have (connection options,
+# code-variable capture): they exist so posthog code runs, and only log that they do nothing.
+INERT_FUNCTIONS = frozenset({
+    "enable_keep_alive", "disable_connection_reuse", "set_socket_options",
+    "set_capture_exception_code_variables_context", "set_code_variables_mask_patterns_context",
+    "set_code_variables_ignore_patterns_context",
+    "set_code_variables_mask_url_credentials_context",
+    "set_code_variables_detect_secrets_context",
+})
+
+
+def inert_function(name: str) -> Callable[..., None]:
+    """Return posthog's module function ``name``, which has no effect here."""
+
+    def accepted(*args: Any, **kwargs: Any) -> None:
+        log.debug("productos: %s() is accepted for compatibility with posthog and has no "
+                  "effect here", name)
+
+    accepted.__name__ = accepted.__qualname__ = name
+    return accepted
+
+
 _warned_names: set[str] = set()
 
 
