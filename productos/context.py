@@ -139,8 +139,15 @@ def set_context_session(session_id: Any) -> None:
                          else str(session_id)))
 
 
+# Set once any scope has had a device id: until then flag reads skip looking for one (they
+# run often, and almost no application sets it).
+DEVICE_IDS_IN_USE = [False]
+
+
 def set_context_device_id(device_id: Any) -> None:
     """Make flag calls in the current scope use ``device_id`` when they are given none."""
+    if device_id is not None:
+        DEVICE_IDS_IN_USE[0] = True
     _current.set(replace(_current.get(), device_id=None if device_id is None
                          else str(device_id)))
 

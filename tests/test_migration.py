@@ -400,6 +400,25 @@ def test_per_call_disable_geoip_reaches_the_flags_request(live_server, tmp_path)
         assert values == [False, True], (sdk, values)
 
 
+def test_the_context_device_id_reaches_the_flags_request(live_server, tmp_path):
+    _serve_flags(live_server)
+    runs = run_both("""
+        client = Posthog("phc_test", host=HOST)
+        client.get_feature_flag("beta", "u1", send_feature_flag_events=False)
+        with posthog.new_context():
+            posthog.set_context_device_id("device-7")
+            client.get_feature_flag("beta", "u1", send_feature_flag_events=False)
+            client.get_feature_flag("beta", "u1", device_id="given",
+                                    send_feature_flag_events=False)
+            client.get_all_flags("u1")
+        client.get_feature_flag("beta", "u1", send_feature_flag_events=False)
+        client.shutdown()
+    """, live_server, tmp_path, "flags_device_id")
+    for sdk in ("posthog", "productos"):
+        values = [body.get("device_id") for body in runs[sdk].flags_bodies]
+        assert values == [None, "device-7", "given", "device-7", None], (sdk, values)
+
+
 def test_flag_keys_to_evaluate(live_server, tmp_path):
     _serve_flags(live_server)
     same(live_server, tmp_path, "flags_keys", """

@@ -9,7 +9,7 @@ from productos._capture.arguments import check_groups, check_mapping, distinct_i
 from productos._capture.events import describe
 from productos._flags.compiler import parse_definitions
 from productos._flags.snapshot import Snapshot
-from productos.context import current_scope
+from productos.context import DEVICE_IDS_IN_USE, current_scope
 from productos.errors import ConfigurationError, EventError
 from productos.flags import EvaluationContext, FlagResult
 
@@ -62,6 +62,8 @@ def evaluation_context(distinct_id: Any, groups: Any, person_properties: Any,
                     break
         else:
             gprops = _group_properties(group_properties)
+    if device_id is None and DEVICE_IDS_IN_USE[0]:
+        device_id = current_scope().device_id  # set_context_device_id(), as in posthog
     context = _new_object(EvaluationContext)
     # A frozen dataclass's __init__ costs one object.__setattr__ per field; this runs on
     # every flag read, so the instance dict is filled in one step (no __post_init__).

@@ -34,6 +34,7 @@ from productos._flags.forks import FORKS, PID_CHECK_EVERY
 from productos._flags.poller import SnapshotHolder
 from productos._flags.remote import RemoteFlags, decode_payload
 from productos._flags.snapshot import Snapshot
+from productos.context import DEVICE_IDS_IN_USE
 from productos.flags import EvaluationContext, FlagResult, InconclusiveReason, Reason, ReasonCode
 
 log = logging.getLogger("productos")
@@ -152,7 +153,8 @@ class FlagService:
             key = check_flag_key(key)
         if (distinct_id.__class__ is str and distinct_id and groups is None
                 and group_properties is None and device_id is None and disable_geoip is None
-                and (person_properties is None or person_properties.__class__ is dict)):
+                and (person_properties is None or person_properties.__class__ is dict)
+                and not DEVICE_IDS_IN_USE[0]):
             # evaluation_context() for the commonest call, without its frame and checks.
             ctx = _new_object(EvaluationContext)
             ctx.__dict__.update(
