@@ -41,6 +41,9 @@ TEST_REQUIRES = [
     "openfeature-sdk>=0.8",
     "opentelemetry-api>=1.20",
     "opentelemetry-sdk>=1.20",
+    # PostHog's own SDK, the reference the migration tests run every scenario against (and
+    # the benchmarks measure against). Tests only: productos never imports it.
+    "posthog==7.91.1",
 ]
 
 setup(

@@ -14,10 +14,15 @@ import requests
 
 webdriver = pytest.importorskip("selenium.webdriver")
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+# The page re-renders its tables as answers arrive: an element read mid-render is stale, and
+# the wait should simply look again.
+RERENDERED = (StaleElementReferenceException,)
 
 import productos  # noqa: E402
 from productos.devserver import DevServer  # noqa: E402
@@ -101,7 +106,7 @@ def fill(driver: Any, element_id: str, text: str) -> None:
 
 
 def test_panels_show_the_api_numbers(server: DevServer, browser: Any) -> None:
-    wait = WebDriverWait(browser, 15)
+    wait = WebDriverWait(browser, 15, ignored_exceptions=RERENDERED)
     browser.get(server.url + "/")
 
     # Funnel panel == /api/funnel.
@@ -159,7 +164,7 @@ def test_panels_show_the_api_numbers(server: DevServer, browser: Any) -> None:
 
 def test_viewer_shows_exceptions_urls_sessions_pages_and_clears(server: DevServer,
                                                                 browser: Any) -> None:
-    wait = WebDriverWait(browser, 15)
+    wait = WebDriverWait(browser, 15, ignored_exceptions=RERENDERED)
     browser.get(server.url + "/")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#events td.exc"))
     browser.find_element(By.ID, "auto").click()  # no re-rendering under the test's feet
@@ -194,5 +199,5 @@ def test_viewer_shows_exceptions_urls_sessions_pages_and_clears(server: DevServe
 
 
 def d_empty(browser: Any) -> bool:
-    return bool(WebDriverWait(browser, 10).until(
+    return bool(WebDriverWait(browser, 10, ignored_exceptions=RERENDERED).until(
         lambda d: d.find_element(By.ID, "events-empty").is_displayed()))
