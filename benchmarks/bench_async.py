@@ -15,10 +15,17 @@ A loopback server (tests/server.py, 127.0.0.1) answers ``/flags`` after 1 s. Mea
    ns per call, best of many alternating rounds, and instructions per call under callgrind
    when valgrind is installed (posthog's async client has no local evaluation);
 4. ``capture()`` inside a running loop: ns per call, productos vs posthog's async client;
-5. ``await evaluate_flags`` against a /flags server answering at once, when productos'
-   Client has evaluate_flags (else the row says so).
+5. ``await evaluate_flags`` against a /flags server answering at once (no definitions, so
+   remote): productos vs posthog's ``AsyncPosthog.evaluate_flags``, when productos' AsyncClient
+   has evaluate_flags (else the row says so);
+6. ``await evaluate_flags`` answered locally, definitions loaded from the loopback server
+   (tests/data/sample_definitions.json less its static-cohort flag, so all 5 flags decide
+   locally; person and group properties given): ns per call, best of alternating rounds,
+   productos ``await AsyncClient.evaluate_flags`` against its sync ``Client.evaluate_flags``
+   and against posthog's sync ``Posthog.evaluate_flags`` (posthog's async client has no
+   local evaluation); /flags requests during the timed rounds are counted (should be 0).
 
-Ratios are productos / posthog (or async / sync for 3). The machine is shared: absolute
+Ratios are productos / posthog (or async / sync for 3 and 6). The machine is shared: absolute
 numbers are noise, ratios and the lag bound are what count. Results go to
 benchmarks/results/async.json.
 """
@@ -56,6 +63,10 @@ try:
     from posthog.async_client import AsyncPosthog
 except ImportError:  # posthog (with httpx) is for benchmarks only
     AsyncPosthog = None
+try:
+    from posthog import Posthog
+except ImportError:
+    Posthog = None
 
 
 def flags_answer(delay: float) -> Callable[[Dict[str, Any]], Tuple[int, Dict[str, Any]]]:
@@ -294,6 +305,96 @@ def evaluate_flags_cost(server: LoopbackServer, sdk: str, calls: int) -> Optiona
     return None if us < 0 else {"us_per_call": round(us, 1)}
 
 
+# --- evaluate_flags answered locally -------------------------------------------------------------
+
+LOCAL_CONTEXT: Dict[str, Any] = {"person_properties": {"plan": "pro"},
+                                 "groups": {"company": "acme"}}
+
+
+def local_definitions() -> Dict[str, Any]:
+    """The sample definitions less the flag that needs the server (a static cohort)."""
+    with open(DEFINITIONS, encoding="utf-8") as handle:
+        definitions = json.load(handle)
+    definitions["flags"] = [flag for flag in definitions["flags"]
+                            if flag["key"] != "static-cohort"]
+    return definitions
+
+
+def _remote_flag_requests(server: LoopbackServer) -> int:
+    return sum(1 for request in server.requests if request.path in ("/flags/", "/flags"))
+
+
+def _posthog_sync(url: str, key: str) -> Any:
+    assert Posthog is not None
+    try:  # posthog 7.x: secret_key (personal_api_key is deprecated there)
+        return Posthog("phc_bench", host=url, secret_key=key, flush_interval=60)
+    except TypeError:
+        return Posthog("phc_bench", host=url, personal_api_key=key, flush_interval=60)
+
+
+def evaluate_flags_local(server: LoopbackServer, rounds: int, calls: int) -> Dict[str, Any]:
+    server.flags_handler = flags_answer(0.0)
+    server.set_definitions(local_definitions())
+    users = [f"user-{i}" for i in range(calls)]
+
+    def sync_round(evaluate: Callable[..., Any]) -> float:
+        started = time.perf_counter_ns()
+        for user in users:
+            evaluate(user, **LOCAL_CONTEXT)
+        return (time.perf_counter_ns() - started) / calls
+
+    async def main() -> Dict[str, Any]:
+        client = productos.AsyncClient("phc_bench", host=server.url, flush_interval=60,
+                                       personal_api_key=server.personal_api_key)
+        posthog = None if Posthog is None else _posthog_sync(server.url,
+                                                              server.personal_api_key)
+        try:
+            loaded = await client.load_feature_flags()
+            if posthog is not None:
+                posthog.load_feature_flags()
+            # The same values from both SDKs (reading a value queues $feature_flag_called).
+            keys = [flag["key"] for flag in local_definitions()["flags"]]
+            same: Optional[bool] = None if posthog is None else True
+            for user in users[:200] if posthog is not None else ():
+                ours = await client.evaluate_flags(user, **LOCAL_CONTEXT)
+                theirs = posthog.evaluate_flags(user, **LOCAL_CONTEXT)
+                if [ours.get_flag(k) for k in keys] != [theirs.get_flag(k) for k in keys]:
+                    same = False
+            evaluate = client.evaluate_flags
+
+            async def async_round() -> float:
+                started = time.perf_counter_ns()
+                for user in users:
+                    await evaluate(user, **LOCAL_CONTEXT)
+                return (time.perf_counter_ns() - started) / calls
+
+            before = _remote_flag_requests(server)
+            async_ns: List[float] = []
+            sync_ns: List[float] = []
+            posthog_ns: List[float] = []
+            for _ in range(rounds):  # alternating, inside the same running loop
+                async_ns.append(await async_round())
+                sync_ns.append(sync_round(client.sync.evaluate_flags))
+                if posthog is not None:
+                    posthog_ns.append(sync_round(posthog.evaluate_flags))
+            remote = _remote_flag_requests(server) - before
+        finally:
+            await client.shutdown()
+            if posthog is not None:
+                posthog.shutdown()
+        best_async, best_sync = min(async_ns), min(sync_ns)
+        row: Dict[str, Any] = {
+            "flags": len(keys), "loaded": loaded, "async_ns": round(best_async),
+            "sync_ns": round(best_sync), "ratio_async_sync": round(best_async / best_sync, 3),
+            "remote_requests": remote, "same_values_as_posthog": same,
+            "posthog_method": None if posthog is None else "Posthog.evaluate_flags (sync)"}
+        if posthog_ns:
+            row["posthog_ns"] = round(min(posthog_ns))
+            row["ratio_vs_posthog"] = round(best_async / min(posthog_ns), 3)
+        return row
+    return asyncio.run(main())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts")
@@ -305,6 +406,7 @@ def main() -> None:
         "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(), "machine": platform.machine(),
         "cpus": os.cpu_count(), "posthog": AsyncPosthog is not None,
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
     }
     server = LoopbackServer().start()
     try:
@@ -321,18 +423,26 @@ def main() -> None:
             results[f"capture_{name}"] = capture_cost(server, name, rounds, calls // 4)
             results[f"evaluate_flags_{name}"] = evaluate_flags_cost(server, name,
                                                                     50 if args.quick else 300)
+        results["evaluate_flags_local"] = evaluate_flags_local(server, rounds * 2, 500)
     finally:
         server.stop()
+    results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)
     print_table(results)
+    print(f"\nload average (1/5/15 min) before {results['loadavg_before']}, "
+          f"after {results['loadavg_after']}; {results['cpus']} cpus")
 
 
 def print_table(r: Dict[str, Any]) -> None:
     def remote(name: str, n: int, key: str) -> str:
         row = r.get(f"remote_{name}_{n}")
-        return "n/a" if row is None else str(row[key])
+        if row is None:
+            return "n/a"
+        if key == "wall_s" and row["answered"] != n:  # a failed read must not look fast
+            return f"{row[key]} (answered {row['answered']}/{n})"
+        return str(row[key])
 
     print("| metric | productos | posthog | target |")
     print("| --- | --- | --- | --- |")
@@ -360,9 +470,18 @@ def print_table(r: Dict[str, Any]) -> None:
     print(f"| `capture()` in a running loop, ns (best) | {cap_p['ns_best']}{ratio} | "
           f"{cap_h['ns_best'] if cap_h else 'n/a'} | lower |")
     ev_p, ev_h = r.get("evaluate_flags_productos"), r.get("evaluate_flags_posthog")
-    print(f"| `await evaluate_flags`, µs per call (instant server) | "
+    print(f"| `await evaluate_flags`, µs per call (instant server, remote; posthog: "
+          f"`AsyncPosthog.evaluate_flags`) | "
           f"{ev_p['us_per_call'] if ev_p else 'not in productos yet'} | "
           f"{ev_h['us_per_call'] if ev_h else 'n/a'} | lower |")
+    ev_l = r["evaluate_flags_local"]
+    print(f"| local `await evaluate_flags` / sync `Client.evaluate_flags` ({ev_l['flags']} flags), "
+          f"ns | {ev_l['async_ns']} / {ev_l['sync_ns']} = {ev_l['ratio_async_sync']}x "
+          f"(/flags requests: {ev_l['remote_requests']}) | (no local evaluation) | lower |")
+    vs = (f" ({ev_l['ratio_vs_posthog']:.2f}x)" if "posthog_ns" in ev_l else "")
+    print(f"| local `await evaluate_flags`, ns; posthog: sync `Posthog.evaluate_flags` "
+          f"(same values: {ev_l['same_values_as_posthog']}) | {ev_l['async_ns']}{vs} | "
+          f"{ev_l.get('posthog_ns', 'n/a')} | lower |")
 
 
 if __name__ == "__main__":
