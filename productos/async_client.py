@@ -234,21 +234,13 @@ class AsyncClient:
                                     flag_keys_to_evaluate: Optional[Sequence[str]] = None
                                     ) -> Optional[Dict[str, FlagResult]]:
         """Evaluate every flag (at most one remote request, off the loop); full results."""
-        sync = self.sync
-        if sync.disabled:
+        if self.sync.disabled:
             return None
-        call = functools.partial(
-            sync.get_all_flags_results, distinct_id, groups=groups,
-            person_properties=person_properties, group_properties=group_properties,
-            device_id=device_id, only_evaluate_locally=only_evaluate_locally,
-            disable_geoip=disable_geoip, flag_keys_to_evaluate=flag_keys_to_evaluate)
-        if flag_keys_to_evaluate is not None:
-            return await self._locally_or_in_worker(
-                call, flag_keys_to_evaluate, distinct_id, groups, person_properties,
-                group_properties, device_id, only_evaluate_locally)
-        local = self._all_local(False, distinct_id, groups, person_properties,
-                                group_properties, device_id, only_evaluate_locally)
-        return await self._in_worker(call) if isinstance(local, Undecided) else local
+        found: Optional[Dict[str, FlagResult]] = await self._every_flag(
+            self.sync.get_all_flags_results, False, distinct_id, groups, person_properties,
+            group_properties, device_id, only_evaluate_locally, disable_geoip,
+            flag_keys_to_evaluate)
+        return found
 
     async def get_all_flags(self, distinct_id: Any = None, *, groups: Any = None,
                             person_properties: Any = None, group_properties: Any = None,
@@ -257,23 +249,13 @@ class AsyncClient:
                             flag_keys_to_evaluate: Optional[Sequence[str]] = None
                             ) -> Optional[Dict[str, Union[bool, str]]]:
         """Return every flag's known value for this person (at most one remote request)."""
-        sync = self.sync
-        if sync.disabled:
+        if self.sync.disabled:
             return None
-        call = functools.partial(
-            sync.get_all_flags, distinct_id, groups=groups,
-            person_properties=person_properties, group_properties=group_properties,
-            device_id=device_id, only_evaluate_locally=only_evaluate_locally,
-            disable_geoip=disable_geoip, flag_keys_to_evaluate=flag_keys_to_evaluate)
-        if flag_keys_to_evaluate is not None:
-            return await self._locally_or_in_worker(
-                call, flag_keys_to_evaluate, distinct_id, groups, person_properties,
-                group_properties, device_id, only_evaluate_locally)
-        local = self._all_local(True, distinct_id, groups, person_properties,
-                                group_properties, device_id, only_evaluate_locally)
-        if isinstance(local, Undecided):
-            return await self._in_worker(call)
-        return None if local is None else {k: v for k, v in local.items() if v is not None}
+        found = await self._every_flag(
+            self.sync.get_all_flags, True, distinct_id, groups, person_properties,
+            group_properties, device_id, only_evaluate_locally, disable_geoip,
+            flag_keys_to_evaluate)
+        return None if found is None else {k: v for k, v in found.items() if v is not None}
 
     async def get_all_flags_and_payloads(self, distinct_id: Any = None, *, groups: Any = None,
                                          person_properties: Any = None,
@@ -379,6 +361,25 @@ class AsyncClient:
         except Exception as exc:
             sync._flag_failed(exc, f"evaluating flag {describe(key)}")
             return None
+
+    async def _every_flag(self, method: Callable[..., Any], values: bool, distinct_id: Any,
+                          groups: Any, person_properties: Any, group_properties: Any,
+                          device_id: Any, only_local: bool, disable_geoip: Optional[bool],
+                          keys: Optional[Sequence[str]]) -> Any:
+        """A bulk read: local answers at once when they decide every flag, else the sync
+        ``method`` on a worker (``values``: the local answer as values, not results)."""
+        call = functools.partial(
+            method, distinct_id, groups=groups, person_properties=person_properties,
+            group_properties=group_properties, device_id=device_id,
+            only_evaluate_locally=only_local, disable_geoip=disable_geoip,
+            flag_keys_to_evaluate=keys)
+        if keys is not None:
+            return await self._locally_or_in_worker(call, keys, distinct_id, groups,
+                                                    person_properties, group_properties,
+                                                    device_id, only_local)
+        local = self._all_local(values, distinct_id, groups, person_properties,
+                                group_properties, device_id, only_local)
+        return await self._in_worker(call) if isinstance(local, Undecided) else local
 
     async def _locally_or_in_worker(self, call: Callable[[], T], keys: Optional[Sequence[str]],
                                     distinct_id: Any, groups: Any, person_properties: Any,

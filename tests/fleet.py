@@ -1,7 +1,9 @@
-"""A fleet of real worker processes (tests/fleet_worker.py) sharing flag definitions."""
+"""A fleet of real worker processes (tests/fleet_worker.py) sharing flag definitions, and the
+definitions endpoint the shared-cache tests serve them from."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -9,10 +11,38 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+import zlib
+from typing import Any, Dict, Iterator, List, Optional
+
+try:
+    from tests.server import LoopbackServer
+except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
+    from server import LoopbackServer  # type: ignore
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fleet_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flag(key: str, rollout: float = 50) -> Dict[str, Any]:
+    """A flag with one condition: ``rollout`` percent of everyone."""
+    return {"id": zlib.crc32(key.encode()) % 1000, "key": key, "active": True,
+            "filters": {"groups": [{"properties": [], "rollout_percentage": rollout}]}}
+
+
+def definitions(*flags: Dict[str, Any]) -> Dict[str, Any]:
+    """A definitions document (the endpoint's body) holding ``flags``."""
+    return {"flags": list(flags), "group_type_mapping": {}, "cohorts": {}}
+
+
+@contextlib.contextmanager
+def definitions_server(personal_api_key: str) -> Iterator[LoopbackServer]:
+    """A loopback server serving flags alpha (50 %) and beta (100 %) to that personal key."""
+    live = LoopbackServer(personal_api_key=personal_api_key).start()
+    live.set_definitions(definitions(flag("alpha"), flag("beta", 100)))
+    try:
+        yield live
+    finally:
+        live.stop()
 
 
 class Worker:

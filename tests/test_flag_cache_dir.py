@@ -15,10 +15,10 @@ import requests
 import productos
 
 try:
-    from tests.server import LoopbackServer
+    from tests.fleet import definitions, definitions_server, flag
     from tests.support import wait_until
 except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
-    from server import LoopbackServer  # type: ignore
+    from fleet import definitions, definitions_server, flag  # type: ignore
     from support import wait_until  # type: ignore
 
 SECRET = "phx_dir_cache_secret"
@@ -26,23 +26,10 @@ INTERVAL = 0.5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def flag(key, rollout=50):
-    return {"id": len(key), "key": key, "active": True,
-            "filters": {"groups": [{"properties": [], "rollout_percentage": rollout}]}}
-
-
-def definitions(*flags):
-    return {"flags": list(flags), "group_type_mapping": {}, "cohorts": {}}
-
-
 @pytest.fixture
 def server():
-    live = LoopbackServer(personal_api_key=SECRET).start()
-    live.set_definitions(definitions(flag("alpha"), flag("beta", 100)))
-    try:
+    with definitions_server(SECRET) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def test_clients_share_a_directory(server, tmp_path):

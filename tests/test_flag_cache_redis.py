@@ -14,10 +14,12 @@ import productos
 from productos import CachedDefinitions, FlagDefinitionsCache
 
 try:
+    from tests.fleet import definitions, definitions_server, flag
     from tests.redis_server import redis_server
     from tests.server import LoopbackServer
     from tests.support import wait_until
 except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
+    from fleet import definitions, definitions_server, flag  # type: ignore
     from redis_server import redis_server  # type: ignore # noqa: F401
     from server import LoopbackServer  # type: ignore
     from support import wait_until  # type: ignore
@@ -26,23 +28,10 @@ SECRET = "phx_fleet_secret_do_not_share"
 INTERVAL = 0.4
 
 
-def flag(key: str, rollout: float = 50) -> dict:
-    return {"id": hash(key) % 1000, "key": key, "active": True,
-            "filters": {"groups": [{"properties": [], "rollout_percentage": rollout}]}}
-
-
-def definitions(*flags: dict) -> dict:
-    return {"flags": list(flags), "group_type_mapping": {}, "cohorts": {}}
-
-
 @pytest.fixture
 def server():
-    live = LoopbackServer(personal_api_key=SECRET).start()
-    live.set_definitions(definitions(flag("alpha"), flag("beta", 100)))
-    try:
+    with definitions_server(SECRET) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def client(server, cache, key="phc_project", **kwargs):

@@ -11,11 +11,11 @@ import time
 import pytest
 
 try:
-    from tests.fleet import Fleet
+    from tests.fleet import Fleet, definitions, definitions_server, flag
     from tests.redis_server import redis_server
     from tests.server import LoopbackServer
 except ModuleNotFoundError:  # pragma: no cover - plain `pytest` from the tests folder
-    from fleet import Fleet  # type: ignore
+    from fleet import Fleet, definitions, definitions_server, flag  # type: ignore
     from redis_server import redis_server  # type: ignore # noqa: F401
     from server import LoopbackServer  # type: ignore
 
@@ -26,23 +26,10 @@ INTERVAL = 1.0
 SIZE = 12
 
 
-def flag(key, rollout=50):
-    return {"id": len(key), "key": key, "active": True,
-            "filters": {"groups": [{"properties": [], "rollout_percentage": rollout}]}}
-
-
-def definitions(*flags):
-    return {"flags": list(flags), "group_type_mapping": {}, "cohorts": {}}
-
-
 @pytest.fixture
 def server():
-    live = LoopbackServer(personal_api_key=SECRET).start()
-    live.set_definitions(definitions(flag("alpha"), flag("beta", 100)))
-    try:
+    with definitions_server(SECRET) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def settings(server, cache, key="phc_fleet"):
