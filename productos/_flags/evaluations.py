@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Union
 
 __all__ = ["FeatureFlagEvaluations", "FlagRecord", "raw_payload_text"]
 
@@ -214,12 +215,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+# One decoder for every payload: json.loads() with an argument builds a new one per call.
+_PAYLOAD_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def raw_payload_text(raw: Any) -> Any:
     """A payload as posthog's bulk getters return it: valid JSON text as it came, invalid
     text as None, anything else unchanged."""
     if isinstance(raw, str):
         try:
-            json.loads(raw, parse_constant=_reject_constant)
+            _PAYLOAD_DECODER.decode(raw)
         except (ValueError, RecursionError):
             return None
         return raw
@@ -230,7 +235,7 @@ def decoded_payload(raw: Any) -> Any:
     """A payload decoded as posthog decodes it for a snapshot (invalid JSON text: None)."""
     if isinstance(raw, str):
         try:
-            return json.loads(raw, parse_constant=_reject_constant)
+            return _PAYLOAD_DECODER.decode(raw)
         except (ValueError, RecursionError):
             return None
     return raw
