@@ -1087,3 +1087,29 @@ def test_an_internal_error_is_a_500_and_the_server_keeps_serving(
     assert "disk on fire" not in body["detail"]  # details go to the log, not the client
     monkeypatch.undo()
     assert post(server, "/batch/", [event()]).status_code == 200
+
+
+def test_responses_are_not_held_back_by_nagles_algorithm(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    # Headers and body are two writes; with Nagle on, a kept-alive client waits ~40 ms for the
+    # body of every response (the delayed ACK). The accepted socket must have TCP_NODELAY.
+    from productos.devserver import plumbing
+
+    seen: List[int] = []
+    setup = plumbing.Handler.setup
+
+    def recording_setup(self: Any) -> None:
+        setup(self)
+        seen.append(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(plumbing.Handler, "setup", recording_setup)
+    srv = make_server()
+    try:
+        with requests.Session() as session:  # one kept-alive connection, three requests
+            for _ in range(3):
+                answer = session.post(srv.url + "/batch/", json={
+                    "api_key": "phc_x", "batch": [event("nagle", "u1")]})
+                assert answer.status_code == 200
+    finally:
+        srv.stop()
+    assert len(seen) == 1 and seen[0] != 0
