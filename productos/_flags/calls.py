@@ -6,7 +6,7 @@ comes back as an ERROR result, which the caller resolves remotely like any undec
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Set, Union
+from typing import AbstractSet, Any, Dict, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from productos._flags.evaluator import STATELESS, new_evaluation, walk
 from productos._flags.results import (
@@ -125,12 +125,17 @@ def evaluate_all(
 
 
 def evaluate_values(
-    snapshot: Snapshot, ctx: EvaluationContext, *, implicit_properties: bool = True
+    snapshot: Snapshot,
+    ctx: EvaluationContext,
+    *,
+    implicit_properties: bool = True,
+    known_only: bool = False,
 ) -> Dict[str, Union[bool, str, None]]:
     """Every flag's value in definition order (None = unknown locally); never raises.
 
     The values of ``evaluate_all(snapshot, ctx)``, computed the fastest way: no explanation,
-    no payloads, and dependencies are evaluated once per call.
+    no payloads, and dependencies are evaluated once per call. ``known_only`` leaves the
+    unknown ones out (as ``get_all_flags`` answers), rather than copying the dict to drop them.
     """
     values: Dict[str, Union[bool, str, None]] = {}
     try:
@@ -140,31 +145,44 @@ def evaluate_values(
     except Exception:
         return values
     try:
+        order = _in_order(flags, snapshot.depended_on)
         ev = new_evaluation(snapshot, ctx, implicit_properties, False, "")
-        shared = snapshot.depended_on
         decided: Dict[str, FlagResult] = {}
-        if shared:
+        if snapshot.depended_on:
             ev.decided, ev.stack = decided, set()
     except Exception:
-        return dict.fromkeys(flags)
-    for key, flag in flags.items():
-        if key in shared:  # evaluated once, whether first as a dependency or here
-            result = decided.get(key)
-            if result is not None:
-                values[key] = result.value
+        return {} if known_only else dict.fromkeys(flags)
+    for key, flag, shared in order:
+        if shared and key in decided:  # evaluated once, whether first as a dependency or here
+            result = decided[key]
+        else:
+            ev.root = key
+            try:
+                result = walk(flag, ctx, ev, None)
+            except Exception:
+                if ev.stack:
+                    ev.stack.clear()  # an aborted evaluation must not look like a cycle later
+                if not known_only:
+                    values[key] = None
                 continue
-        ev.root = key
-        try:
-            result = walk(flag, ctx, ev, None)
-        except Exception:
-            if ev.stack:
-                ev.stack.clear()  # an aborted evaluation must not look like a cycle later
-            values[key] = None
+            if shared:
+                decided[key] = result
+        value = result.value
+        if value is None and known_only:
             continue
-        if key in shared:
-            decided[key] = result
-        values[key] = result.value
+        values[key] = value
     return values
+
+
+def _in_order(
+    flags: Mapping[str, CompiledFlag], shared: AbstractSet[str]
+) -> Sequence[Tuple[str, CompiledFlag, bool]]:
+    """(key, flag, whether other flags depend on it) for every flag, in definition order."""
+    walk_order = getattr(flags, "walk_order", None)
+    if walk_order is not None:  # LazyFlags: built once per snapshot
+        order: Sequence[Tuple[str, CompiledFlag, bool]] = walk_order(shared)
+        return order
+    return [(key, flag, key in shared) for key, flag in flags.items()]
 
 
 def payload_of(snapshot: Snapshot, key: str, value: Any) -> Any:

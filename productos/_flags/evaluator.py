@@ -32,7 +32,7 @@ from productos._flags.matchers import (
 )
 from productos._flags.results import (
     RANK,
-    EvaluationContext,
+    Context,
     FlagResult,
     InconclusiveReason,
     make_result,
@@ -77,7 +77,7 @@ class Evaluation:
     _cohorts: Optional[Dict[Tuple[str, int], Outcome]] = None
     _cohort_table: Optional[Mapping[str, Any]] = None
     snapshot: Snapshot
-    ctx: EvaluationContext
+    ctx: Context  # an EvaluationContext, or the client's cheaper CallContext
 
     def now(self) -> _dt.datetime:
         """The evaluation time (aware), read once per call."""
@@ -173,7 +173,7 @@ _new_object = object.__new__
 
 
 def new_evaluation(
-    snapshot: Snapshot, ctx: EvaluationContext, implicit: bool, detail: bool, root: str
+    snapshot: Snapshot, ctx: Context, implicit: bool, detail: bool, root: str
 ) -> Evaluation:
     # Per call, so without an __init__ frame: most calls differ from the defaults in nothing
     # but the snapshot, the context and the root.
@@ -297,7 +297,7 @@ def _unknown(flag: CompiledFlag, unresolved: InconclusiveReason, server: bool) -
 
 
 def walk(
-    flag: CompiledFlag, ctx: EvaluationContext, ev: Evaluation, tracer: Optional[Tracer]
+    flag: CompiledFlag, ctx: Context, ev: Evaluation, tracer: Optional[Tracer]
 ) -> FlagResult:
     """Decide one flag; with a tracer, return the explained result, else the value-only one.
 
@@ -306,7 +306,7 @@ def walk(
     plan = flag.plan
     if plan.plain:  # the common case: none of the special cases below applies
         bucketing: Any = ctx.distinct_id
-        props = ev.person(flag) if flag.reads_distinct_id else ctx.person_properties
+        props = ctx.person_properties
     else:
         if not flag.active:
             assert plan.disabled is not None

@@ -106,7 +106,9 @@ class HookedFlags:
 
     def all_values(self, ctx: EvaluationContext, **kwargs: Any) -> Dict[str, Any]:
         """Every flag's value; through all_results, so hooks see each flag's full result."""
-        return {key: result.value for key, result in self.all_results(ctx, **kwargs).items()}
+        known_only = kwargs.pop("known_only", False)
+        return {key: result.value for key, result in self.all_results(ctx, **kwargs).items()
+                if result.value is not None or not known_only}
 
     def _run_before(self, evaluation: FlagEvaluation) -> None:
         for call in self._before:

@@ -20,7 +20,18 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
+from typing import (
+    AbstractSet,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+)
 
 from productos._flags.snapshot import CompiledFlag
 
@@ -57,6 +68,8 @@ class LazyFlags(Mapping[str, CompiledFlag]):
         self._errors = errors
         self._early_errors = early_errors
         self._complete: Optional[Dict[str, CompiledFlag]] = None
+        self._order: Optional[Tuple[AbstractSet[str], Tuple[Tuple[str, CompiledFlag, bool], ...]]]
+        self._order = None
         self.lookup = compiled.get
 
     def _build(self, key: str) -> Optional[CompiledFlag]:
@@ -105,6 +118,18 @@ class LazyFlags(Mapping[str, CompiledFlag]):
             done = {key: get(key) or self._build_known(key) for key in self._raw}
             self._complete = done
         return done
+
+    def walk_order(self, shared: AbstractSet[str]) -> Tuple[Tuple[str, CompiledFlag, bool], ...]:
+        """(key, flag, key in shared) for every flag, compiled, in definition order.
+
+        What an evaluation of every flag iterates (``shared``: the keys other flags depend
+        on), built on the first call rather than looked up on every one.
+        """
+        cached = self._order
+        if cached is None or cached[0] is not shared:
+            order = tuple([(key, flag, key in shared) for key, flag in self.complete().items()])
+            cached = self._order = (shared, order)  # a race only builds an equal tuple twice
+        return cached[1]
 
     def _build_known(self, key: str) -> CompiledFlag:
         flag = self._build(key)

@@ -196,15 +196,20 @@ class FlagQueries:
             ctx = self._flag_context(distinct_id, groups, person_properties, group_properties,
                                      device_id, not only_evaluate_locally, disable_geoip)
             if flag_keys_to_evaluate is None:
-                values = self._flags.all_values(ctx, only_local=only_evaluate_locally)
+                values = self._flags.all_values(ctx, only_local=only_evaluate_locally,
+                                                known_only=True)
             else:
                 keys = [check_flag_key(k) for k in flag_keys_to_evaluate]
                 values = self._flags.all_values(ctx, only_local=only_evaluate_locally,
-                                                keys=keys)
+                                                keys=keys, known_only=True)
         except Exception as exc:
             self._flag_failed(exc, "evaluating all flags")
             return None
-        return {key: value for key, value in values.items() if value is not None}
+        # known_only already left the unknown values out of this call's own dict; a layer in
+        # front of the service (test overrides) may still add some.
+        if None in values.values():
+            return {key: value for key, value in values.items() if value is not None}
+        return values
 
     def get_all_flags_and_payloads(self, distinct_id: Any = None, *, groups: Any = None,
                                    person_properties: Any = None, group_properties: Any = None,

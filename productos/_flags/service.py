@@ -11,7 +11,6 @@ import collections
 import logging
 import threading
 from dataclasses import replace
-from types import MappingProxyType
 from typing import (
     Any,
     Callable,
@@ -33,13 +32,13 @@ from productos._flags.evaluator import STATELESS, new_evaluation, walk
 from productos._flags.forks import FORKS, PID_CHECK_EVERY
 from productos._flags.poller import SnapshotHolder
 from productos._flags.remote import RemoteFlags, decode_payload
+from productos._flags.results import CallContext, Context
 from productos._flags.snapshot import Snapshot
 from productos.context import DEVICE_IDS_IN_USE
 from productos.flags import EvaluationContext, FlagResult, InconclusiveReason, Reason, ReasonCode
 
 log = logging.getLogger("productos")
 
-_NONE: Mapping[str, Any] = MappingProxyType({})
 _new_object = object.__new__
 
 RemoteCall = Callable[[EvaluationContext, Optional[Sequence[str]]], RemoteFlags]
@@ -151,16 +150,35 @@ class FlagService:
                 self.fork_check()
         if key.__class__ is not str or not key:
             key = check_flag_key(key)
-        if (distinct_id.__class__ is str and distinct_id and groups is None
-                and group_properties is None and device_id is None and disable_geoip is None
+        ctx: Context
+        if (distinct_id.__class__ is str and distinct_id and device_id is None
+                and disable_geoip is None and not DEVICE_IDS_IN_USE[0]
                 and (person_properties is None or person_properties.__class__ is dict)
-                and not DEVICE_IDS_IN_USE[0]):
-            # evaluation_context() for the commonest call, without its frame and checks.
-            ctx = _new_object(EvaluationContext)
-            ctx.__dict__.update(
-                distinct_id=distinct_id, groups=_NONE,
-                person_properties=_NONE if person_properties is None else person_properties,
-                group_properties=_NONE, device_id=None, now=None, disable_geoip=None)
+                and (groups is None or groups.__class__ is dict)
+                and (group_properties is None or group_properties.__class__ is dict)):
+            # evaluation_context() for the common calls, without its frame, and as the cheaper
+            # CallContext (the EvaluationContext is made only if the server is asked). The
+            # checks are its own: mappings of the right types are taken as they are.
+            call = _new_object(CallContext)
+            call.distinct_id = distinct_id
+            if person_properties is not None:
+                call.person_properties = person_properties
+            as_given = True
+            if groups is not None:
+                call.groups = groups
+                for k, v in groups.items():
+                    if k.__class__ is not str or v.__class__ is not str:
+                        as_given = False
+                        break
+            if group_properties is not None and as_given:
+                call.group_properties = group_properties
+                for k, v in group_properties.items():
+                    if k.__class__ is not str or v.__class__ is not dict:
+                        as_given = False
+                        break
+            ctx = call if as_given else evaluation_context(
+                distinct_id, groups, person_properties, group_properties, device_id,
+                disable_geoip)
         else:
             ctx = evaluation_context(distinct_id, groups, person_properties, group_properties,
                                      device_id, disable_geoip)
@@ -168,7 +186,7 @@ class FlagService:
         snap = self._snapshot() if holder is None else holder.current
         flag = snap.lookup(key)  # None: not loaded, no such flag, or not compiled yet
         if flag is None:
-            return self.result(key, ctx, only_local=only_local, send_event=send_event,
+            return self.result(key, _public(ctx), only_local=only_local, send_event=send_event,
                                detail=False).value
         try:  # flags.evaluate(detail=False), inlined
             ev = new_evaluation(snap, ctx, True, False, key) if flag.plan.stateful else STATELESS
@@ -176,7 +194,7 @@ class FlagService:
         except Exception as exc:
             result = error_result(key, flag, exc)
         if result.value is None and not only_local and self._remote is not None:
-            answer = self._remote(ctx, [key])
+            answer = self._remote(_public(ctx), [key])
             result = remote_result(key, answer, result)
             if send_event:
                 self._maybe_emit(result, ctx, answer.request_id)
@@ -318,24 +336,29 @@ class FlagService:
         return FlagSet(results, answer)
 
     def all_values(self, ctx: EvaluationContext, *, only_local: bool = False,
-                   keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                   keys: Optional[Sequence[str]] = None,
+                   known_only: bool = False) -> Dict[str, Any]:
         """Return every flag's value (None = unknown) the fastest way; one remote call at most.
 
-        With ``keys``, only those flags (see :meth:`evaluate_set`).
+        With ``keys``, only those flags (see :meth:`evaluate_set`). ``known_only`` leaves the
+        unknown values out.
         """
         if keys is not None:
             return {key: result.value for key, result in
-                    self.evaluate_set(ctx, only_local=only_local, keys=keys).results.items()}
+                    self.evaluate_set(ctx, only_local=only_local, keys=keys).results.items()
+                    if result.value is not None or not known_only}
         snap = self._current()
-        values = flags.evaluate_values(snap, ctx)
         if only_local or self._remote is None:
-            return values
+            return flags.evaluate_values(snap, ctx, known_only=known_only)
+        values = flags.evaluate_values(snap, ctx)
         unknown = [key for key, value in values.items() if value is None]
         if (unknown or not snap.loaded) and not only_local and self._remote is not None:
             answer = self._remote(ctx, None)
             for key in set(answer.flags).union(unknown):
                 if values.get(key) is None:
                     values[key] = remote_result(key, answer, None).value
+        if known_only:
+            return {key: value for key, value in values.items() if value is not None}
         return values
 
     def report_called(self, distinct_id: str, key: str, response: Any,
@@ -352,7 +375,7 @@ class FlagService:
         else:
             self._emit_called(distinct_id, properties, dict(groups), disable_geoip)
 
-    def _maybe_emit(self, result: FlagResult, ctx: EvaluationContext,
+    def _maybe_emit(self, result: FlagResult, ctx: Context,
                     request_id: Optional[str]) -> None:
         groups = ctx.groups
         dedupe_key = (ctx.distinct_id, result.key, result.value,
@@ -372,6 +395,11 @@ class FlagService:
                                   ctx.disable_geoip)
         except Exception:  # an event must never turn a flag read into an error
             log.exception("productos: could not queue $feature_flag_called")
+
+
+def _public(ctx: Context) -> EvaluationContext:
+    """The EvaluationContext of a context, for what takes only that type."""
+    return ctx.full() if isinstance(ctx, CallContext) else ctx
 
 
 def payload_for(snapshot: Snapshot, key: str, value: Any) -> Any:

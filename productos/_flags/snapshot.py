@@ -106,7 +106,8 @@ class ConditionPlan(NamedTuple):
 class FlagPlan:
     """A flag's evaluation plan; the results are those of value-only evaluations."""
 
-    plain: bool  # active, person-bucketed by distinct_id, no special case applies
+    plain: bool  # active, person-bucketed by distinct_id, no special case applies, and no
+    # filter reads the implicit "distinct_id" property (the caller's properties are used as given)
     stateful: bool  # reads the call's state: implicit properties, groups, dates, other flags
     conditions: Tuple[ConditionPlan, ...]
     no_match: FlagResult
@@ -339,7 +340,8 @@ def _plan(flag: CompiledFlag) -> FlagPlan:
         text = f"Not enrolled through {where}"
         not_enrolled = _known(flag, False, _shared_reason(code, None, text, None))
     plain = (
-        not flag.ensure_experience_continuity
+        not flag.reads_distinct_id  # else the walk adds it to the person's properties first
+        and not flag.ensure_experience_continuity
         and flag.malformed is None
         and flag.aggregation_index is None
         and not flag.bucket_by_device
