@@ -167,15 +167,18 @@ class FlagQueries:
     def _flag_set(self, distinct_id: Any, groups: Any, person_properties: Any,
                   group_properties: Any, device_id: Any, only_local: bool,
                   disable_geoip: Optional[bool], keys: Optional[Sequence[str]],
-                  ask_for_missing: bool = False) -> Optional[FlagSet]:
+                  ask_for_missing: bool = False,
+                  ctx: Optional[EvaluationContext] = None,
+                  detail: bool = True) -> Optional[FlagSet]:
         if self.disabled:
             return None
         try:
-            ctx = self._flag_context(distinct_id, groups, person_properties, group_properties,
-                                     device_id, True, disable_geoip)
+            if ctx is None:  # evaluate_flags() has made it already
+                ctx = self._flag_context(distinct_id, groups, person_properties,
+                                         group_properties, device_id, True, disable_geoip)
             wanted = None if keys is None else [check_flag_key(k) for k in keys]
             return self._flags.evaluate_set(ctx, only_local=only_local, keys=wanted,
-                                            ask_for_missing=ask_for_missing)
+                                            ask_for_missing=ask_for_missing, detail=detail)
         except Exception as exc:
             self._flag_failed(exc, "evaluating all flags")
             return None
@@ -224,7 +227,8 @@ class FlagQueries:
         """
         flag_set = self._flag_set(distinct_id, groups, person_properties, group_properties,
                                   device_id, only_evaluate_locally, disable_geoip,
-                                  flag_keys_to_evaluate, ask_for_missing=False)
+                                  flag_keys_to_evaluate, ask_for_missing=False,
+                                  detail=False)  # values and raw payloads only
         if flag_set is None:
             if self.disabled:
                 return {"featureFlags": None, "featureFlagPayloads": None}
@@ -265,7 +269,8 @@ class FlagQueries:
                                           disable_geoip=disable_geoip, report=report)
         flag_set = self._flag_set(ctx.distinct_id, ctx.groups, ctx.person_properties,
                                   ctx.group_properties, ctx.device_id, only_evaluate_locally,
-                                  disable_geoip, flag_keys, ask_for_missing=True)
+                                  disable_geoip, flag_keys, ask_for_missing=True, ctx=ctx,
+                                  detail=False)  # the records keep no explanation
         if flag_set is None:
             return FeatureFlagEvaluations("", {}, report=report)
         answer = flag_set.answer

@@ -305,18 +305,19 @@ class FlagService:
 
     def evaluate_set(self, ctx: EvaluationContext, *, only_local: bool = False,
                      keys: Optional[Sequence[str]] = None,
-                     ask_for_missing: bool = False) -> FlagSet:
+                     ask_for_missing: bool = False, detail: bool = True) -> FlagSet:
         """Evaluate every flag, or the flags named by ``keys`` (in definition order).
 
         The server is asked once, for the same keys, when definitions are missing or a flag
         is undecided locally, or (``ask_for_missing``) when a named key has no definition.
+        ``detail=False``: results without explanations or payloads (see flags.evaluate).
         """
         snap = self._current()
         wanted = None if keys is None else set(keys)
         if wanted is None:
-            results = flags.evaluate_all(snap, ctx)
+            results = flags.evaluate_all(snap, ctx, detail=detail)
         elif snap.loaded:
-            results = {key: flags.evaluate(snap, key, ctx) for key in snap.flags
+            results = {key: flags.evaluate(snap, key, ctx, detail=detail) for key in snap.flags
                        if key in wanted}
         else:
             results = {}
