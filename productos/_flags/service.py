@@ -17,12 +17,14 @@ from typing import (
     Dict,
     Hashable,
     List,
+    Literal,
     Mapping,
     NamedTuple,
     Optional,
     Sequence,
     Tuple,
     Union,
+    overload,
 )
 
 from productos import flags
@@ -131,13 +133,27 @@ class FlagService:
         return evaluation_context(distinct_id, groups, person_properties, group_properties,
                                   device_id, disable_geoip)
 
+    @overload
     def value(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
               group_properties: Any, device_id: Any, only_local: bool,
-              send_event: bool, disable_geoip: Any = None) -> Union[bool, str, None]:
+              send_event: bool, disable_geoip: Any = None, wait: Literal[True] = True
+              ) -> Union[bool, str, None]: ...
+
+    @overload
+    def value(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
+              group_properties: Any, device_id: Any, only_local: bool,
+              send_event: bool, disable_geoip: Any, wait: Literal[False]
+              ) -> Union[bool, str, Undecided, None]: ...
+
+    def value(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
+              group_properties: Any, device_id: Any, only_local: bool,
+              send_event: bool, disable_geoip: Any = None, wait: bool = True
+              ) -> Union[bool, str, Undecided, None]:
         """One flag's value for the client's get_feature_flag(): ``result(detail=False).value``.
 
         The hot path, in one frame above the evaluator: a flag decided locally is walked here;
         anything else (no definitions yet, unknown key, undecided) takes :meth:`result`.
+        ``wait=False`` (see :meth:`value_now`) answers UNDECIDED where this would wait.
         Raises EventError for bad arguments, as the argument checks do.
         """
         # A pid check is a system call: made before anything that takes a lock or sends
@@ -186,6 +202,10 @@ class FlagService:
         snap = self._snapshot() if holder is None else holder.current
         flag = snap.lookup(key)  # None: not loaded, no such flag, or not compiled yet
         if flag is None:
+            if not wait:
+                found = self.result_now(key, _public(ctx), only_local=only_local,
+                                        send_event=send_event, detail=False)
+                return found if isinstance(found, Undecided) else found.value
             return self.result(key, _public(ctx), only_local=only_local, send_event=send_event,
                                detail=False).value
         try:  # flags.evaluate(detail=False), inlined
@@ -194,6 +214,8 @@ class FlagService:
         except Exception as exc:
             result = error_result(key, flag, exc)
         if result.value is None and not only_local and self._remote is not None:
+            if not wait:
+                return UNDECIDED
             answer = self._remote(_public(ctx), [key])
             result = remote_result(key, answer, result)
             if send_event:
@@ -210,32 +232,8 @@ class FlagService:
                   send_event: bool) -> Union[bool, str, Undecided, None]:
         """:meth:`value` without waiting: UNDECIDED when the answer needs the first definitions
         load or the server (then call :meth:`value` where waiting is fine)."""
-        if send_event or FORKS[0] != self._forks:  # as in value(), inlined: the hot path
-            self.fork_check()
-        else:
-            left = self._countdown = self._countdown - 1
-            if left <= 0:
-                self.fork_check()
-        if key.__class__ is not str or not key:
-            key = check_flag_key(key)
-        ctx = evaluation_context(distinct_id, groups, person_properties, group_properties,
-                                 device_id)
-        snap = self._snapshot()
-        flag = snap.lookup(key)
-        if flag is None:
-            found = self.result_now(key, ctx, only_local=only_local, send_event=send_event,
-                                    detail=False)
-            return found if isinstance(found, Undecided) else found.value
-        try:  # as in value()
-            ev = new_evaluation(snap, ctx, True, False, key) if flag.plan.stateful else STATELESS
-            result = walk(flag, ctx, ev, None)
-        except Exception as exc:
-            result = error_result(key, flag, exc)
-        if result.value is None and not only_local and self._remote is not None:
-            return UNDECIDED
-        if send_event:
-            self._maybe_emit(result, ctx, None)
-        return result.value
+        return self.value(key, distinct_id, groups, person_properties, group_properties,
+                          device_id, only_local, send_event, None, False)
 
     def result_now(self, key: str, ctx: EvaluationContext, *, only_local: bool = False,
                    send_event: bool = True, detail: bool = True) -> Union[FlagResult, Undecided]:
