@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Any, Iterator
 
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
 
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 import productos  # noqa: E402
+
+try:
+    from tests.browser import chromium, needs_chromium
+except ModuleNotFoundError:  # plain `pytest` with rootdir-relative imports
+    from browser import chromium, needs_chromium  # type: ignore[no-redef]
 from productos.devserver import DevServer  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT = os.environ.get("PRODUCTOS_DEVSERVER_SCREENSHOT", "/tmp/productos-devserver-page.png")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian: chromium chromium-driver)",
-    ),
+    needs_chromium,
 ]
 
 DEFINITIONS = {
@@ -62,22 +58,8 @@ def server() -> Iterator[DevServer]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    profile = tempfile.mkdtemp(prefix="productos-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900",
-                 f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium(1280, 900) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def event_names(driver: Any) -> list:

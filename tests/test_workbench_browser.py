@@ -5,8 +5,6 @@ clearing the store."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -15,8 +13,6 @@ import requests
 webdriver = pytest.importorskip("selenium.webdriver")
 
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -25,6 +21,11 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 RERENDERED = (StaleElementReferenceException,)
 
 import productos  # noqa: E402
+
+try:
+    from tests.browser import chromium, needs_chromium
+except ModuleNotFoundError:  # plain `pytest` with rootdir-relative imports
+    from browser import chromium, needs_chromium  # type: ignore[no-redef]
 from productos.devserver import DevServer  # noqa: E402
 
 try:
@@ -32,16 +33,11 @@ try:
 except ModuleNotFoundError:  # plain `pytest` with rootdir-relative imports
     from test_workbench import at, send_designed_events  # type: ignore[no-redef]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT = os.environ.get("PRODUCTOS_WORKBENCH_SCREENSHOT", "/tmp/productos-workbench.png")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian: chromium chromium-driver)",
-    ),
+    needs_chromium,
 ]
 
 
@@ -70,22 +66,8 @@ def server() -> Iterator[DevServer]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    profile = tempfile.mkdtemp(prefix="productos-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1800",
-                 f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium(1400, 1800) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def api(server: DevServer, path: str, **params: Any) -> Dict[str, Any]:
