@@ -361,14 +361,11 @@ def capture_request_exception(settings: IntegrationSettings, exc: BaseException,
 # --- the per-request helper ----------------------------------------------------------------------
 
 
-class RequestClient:
-    """The client as one request sees it: flags and events bound to its distinct id.
+class RequestBound:
+    """What a per-request helper knows: the client, the request's person, session and groups.
 
-    Every method returns None rather than raising, so a view that reads a flag works the same
-    when the SDK is off, misconfigured, or its backend unreachable. Typed code gets it from
-    ``productos.integrations.django.request_client(request)`` or
-    ``productos.integrations.flask.get_request_client()``; it is exported as
-    ``productos.integrations.RequestClient``.
+    The sync :class:`RequestClient` and the ASGI integration's awaitable one share it: how a
+    read is bound to the request (:meth:`_bind`) and event capture.
     """
 
     __slots__ = ("client", "distinct_id", "groups", "person_properties", "session_id")
@@ -384,7 +381,45 @@ class RequestClient:
         self.groups = dict(groups or {})
 
     def __repr__(self) -> str:
-        return f"<RequestClient distinct_id={self.distinct_id!r}>"
+        return f"<{type(self).__name__} distinct_id={self.distinct_id!r}>"
+
+    def capture(self, event: str, **kwargs: Any) -> Optional[str]:
+        """Capture an event as this request's user; return its uuid or None."""
+        if self.client is None:
+            return None
+        kwargs.setdefault("distinct_id", self.distinct_id)
+        with guard("capturing an event from a request"):
+            return self.client.capture(event, **kwargs)  # type: ignore[no-any-return]
+        return None
+
+    def _bind(self, method: str, key: Optional[str], kwargs: Dict[str, Any]) -> Optional[str]:
+        """The distinct id a read is for (None: no client or no person, nothing to read), with
+        the request's person properties and groups merged into ``kwargs``."""
+        if self.client is None:
+            return None
+        distinct_id: Optional[str] = kwargs.pop("distinct_id", None) or self.distinct_id
+        if not distinct_id:
+            log.debug("productos: %s(%r) in a request with no distinct id", method, key)
+            return None
+        if self.person_properties:
+            kwargs["person_properties"] = {**self.person_properties,
+                                           **(kwargs.get("person_properties") or {})}
+        if self.groups and kwargs.get("groups") is None:
+            kwargs["groups"] = dict(self.groups)
+        return distinct_id
+
+
+class RequestClient(RequestBound):
+    """The client as one request sees it: flags and events bound to its distinct id.
+
+    Every method returns None rather than raising, so a view that reads a flag works the same
+    when the SDK is off, misconfigured, or its backend unreachable. Typed code gets it from
+    ``productos.integrations.django.request_client(request)`` or
+    ``productos.integrations.flask.get_request_client()``; it is exported as
+    ``productos.integrations.RequestClient``.
+    """
+
+    __slots__ = ()
 
     def feature_enabled(self, key: str, **kwargs: Any) -> Optional[bool]:
         """Whether flag ``key`` is on for this request's user (None when unknown)."""
@@ -398,31 +433,14 @@ class RequestClient:
         """The payload of flag ``key`` for this request's user."""
         return self._flag_call("get_feature_flag_payload", key, kwargs)  # type: ignore[no-any-return]
 
-    def capture(self, event: str, **kwargs: Any) -> Optional[str]:
-        """Capture an event as this request's user; return its uuid or None."""
-        if self.client is None:
-            return None
-        kwargs.setdefault("distinct_id", self.distinct_id)
-        with guard("capturing an event from a request"):
-            return self.client.capture(event, **kwargs)  # type: ignore[no-any-return]
-        return None
-
     def _flag_call(self, method: str, key: str, kwargs: Dict[str, Any]) -> Any:
-        if self.client is None:
-            return None
-        distinct_id = kwargs.pop("distinct_id", None) or self.distinct_id
-        if not distinct_id:
-            log.debug("productos: %s(%r) in a request with no distinct id", method, key)
+        distinct_id = self._bind(method, key, kwargs)
+        if distinct_id is None:
             return None
         func = getattr(self.client, method, None)
         if func is None:
             log.debug("productos: this client has no %s()", method)
             return None
-        if self.person_properties:
-            kwargs["person_properties"] = {**self.person_properties,
-                                           **(kwargs.get("person_properties") or {})}
-        if self.groups and kwargs.get("groups") is None:
-            kwargs["groups"] = dict(self.groups)
         with guard(f"evaluating flag {key!r}"):
             return func(key, distinct_id, **kwargs)
         return None

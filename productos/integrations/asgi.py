@@ -35,6 +35,7 @@ from productos.integrations._common import (
     DISTINCT_ID_HEADER,
     SESSION_ID_HEADER,
     IntegrationSettings,
+    RequestBound,
     RequestInfo,
     capture_request_exception,
     clean_header_value,
@@ -63,27 +64,14 @@ SCOPE_KEY = "productos.request_client"
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 
-class AsyncRequestClient:
+class AsyncRequestClient(RequestBound):
     """The client as one request sees it: awaitable flag reads bound to its distinct id.
 
     Reads answer None (never raise) when the SDK is off, the request has no distinct id,
     or the backend is unreachable.
     """
 
-    __slots__ = ("client", "distinct_id", "groups", "person_properties", "session_id")
-
-    def __init__(self, client: Optional[AsyncClient] = None, distinct_id: Optional[str] = None,
-                 session_id: Optional[str] = None,
-                 person_properties: Optional[Mapping[str, Any]] = None,
-                 groups: Optional[Mapping[str, Any]] = None) -> None:
-        self.client = client
-        self.distinct_id = distinct_id
-        self.session_id = session_id
-        self.person_properties = dict(person_properties or {})
-        self.groups = dict(groups or {})
-
-    def __repr__(self) -> str:
-        return f"<AsyncRequestClient distinct_id={self.distinct_id!r}>"
+    __slots__ = ()
 
     async def feature_enabled(self, key: str, **kwargs: Any) -> Optional[bool]:
         """Whether flag ``key`` is on for this request's user (None when unknown)."""
@@ -106,30 +94,12 @@ class AsyncRequestClient:
         """Every flag's known value for this request's user."""
         return await self._read("get_all_flags", None, kwargs)
 
-    def capture(self, event: str, **kwargs: Any) -> Optional[str]:
-        """Capture an event as this request's user; return its uuid or None."""
-        if self.client is None:
-            return None
-        kwargs.setdefault("distinct_id", self.distinct_id)
-        with guard("capturing an event from a request"):
-            return self.client.capture(event, **kwargs)
-        return None
-
     async def _read(self, method: str, key: Optional[str], kwargs: Dict[str, Any]) -> Any:
-        client = self.client
-        if client is None:
+        distinct_id = self._bind(method, key, kwargs)
+        if distinct_id is None:
             return None
-        distinct_id = kwargs.pop("distinct_id", None) or self.distinct_id
-        if not distinct_id:
-            log.debug("productos: %s(%r) in a request with no distinct id", method, key)
-            return None
-        if self.person_properties:
-            kwargs["person_properties"] = {**self.person_properties,
-                                           **(kwargs.get("person_properties") or {})}
-        if self.groups and kwargs.get("groups") is None:
-            kwargs["groups"] = dict(self.groups)
         with guard(f"reading flag {key!r}"):
-            read = getattr(client, method)
+            read = getattr(self.client, method)
             if key is None:
                 return await read(distinct_id, **kwargs)
             return await read(key, distinct_id, **kwargs)
