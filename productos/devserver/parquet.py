@@ -13,7 +13,7 @@ import importlib
 import json
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from dateutil.parser import isoparse
+from productos.devserver.store import parse_moment
 
 __all__ = ["PARQUET_COLUMNS", "ParquetUnavailable", "write_parquet"]
 
@@ -38,18 +38,8 @@ def _pyarrow() -> Any:
 
 
 def _moment(text: Any) -> Optional[_dt.datetime]:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            moment = isoparse(text)
-        except (ValueError, OverflowError):
-            return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc)
+    moment = parse_moment(text)
+    return None if moment is None else moment.astimezone(_dt.timezone.utc)
 
 
 def _json_text(value: Any) -> Optional[str]:

@@ -108,20 +108,28 @@ def _check_schema(conn: sqlite3.Connection, path: str) -> int:
     return version
 
 
-def timestamp_ms(text: str, fallback_ms: int) -> int:
-    """An ISO-8601 timestamp as epoch milliseconds (naive = UTC); fallback_ms when unparsable.
-
-    PostHog ingests an event with an unparsable timestamp at the time it was received.
-    """
+def parse_moment(text: Any) -> Optional[_dt.datetime]:
+    """An ISO-8601 timestamp as an aware datetime (naive = UTC); None when unparsable."""
+    if not isinstance(text, str):
+        return None
     try:
         moment = _dt.datetime.fromisoformat(text)
     except ValueError:
         try:
             moment = isoparse(text)
         except (ValueError, OverflowError):
-            return fallback_ms
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
+            return None
+    return moment.replace(tzinfo=_dt.timezone.utc) if moment.tzinfo is None else moment
+
+
+def timestamp_ms(text: str, fallback_ms: int) -> int:
+    """An ISO-8601 timestamp as epoch milliseconds (naive = UTC); fallback_ms when unparsable.
+
+    PostHog ingests an event with an unparsable timestamp at the time it was received.
+    """
+    moment = parse_moment(text)
+    if moment is None:
+        return fallback_ms
     try:
         return int(moment.timestamp() * 1000)
     except (OverflowError, OSError, ValueError):
