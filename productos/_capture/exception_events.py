@@ -171,7 +171,7 @@ def _exception_entry(exc: BaseException, mechanism: Dict[str, Any],
         "type": getattr(exc_type, "__qualname__", None) or exc_type.__name__,
         "value": _safe_str(exc),
         "module": _type_module(exc_type),
-        "mechanism": dict(mechanism, synthetic=stack is not None) if stack else dict(mechanism),
+        "mechanism": dict(mechanism) if stack is None else dict(mechanism, synthetic=True),
     }
     frames = _frames(exc.__traceback__ if stack is None else stack, root)
     if frames:  # an exception that was never raised has no stack; PostHog omits the key too
