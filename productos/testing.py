@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from productos import errors
 from productos._flags.hooked import HookedFlags
-from productos._flags.service import UNDECIDED
+from productos._flags.service import WrapperOfService
 from productos._runtime import lifecycle
 from productos.client import Client
 from productos.consumer import BatchOutcome, DropReason
@@ -286,25 +286,8 @@ def _override_result(key: str, value: Union[bool, str, None], payload: Any) -> F
                              description=description))
 
 
-class _TestModeFlags:
+class _TestModeFlags(WrapperOfService):
     """A client's flag service in test mode: overrides first, then local definitions only."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    # An AsyncClient's inline answers ("now") would miss the overrides: it takes the full path.
-
-    def value_now(self, *args: Any, **kwargs: Any) -> Any:
-        return UNDECIDED
-
-    def result_now(self, *args: Any, **kwargs: Any) -> Any:
-        return UNDECIDED
-
-    def all_now(self, *args: Any, **kwargs: Any) -> Any:
-        return UNDECIDED
 
     def result(self, key: str, ctx: EvaluationContext, **kwargs: Any) -> FlagResult:
         overrides = _state.overrides

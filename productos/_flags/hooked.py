@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable, Dict, List, Sequence, Union
 
 from productos._flags.arguments import check_flag_key
-from productos._flags.service import UNDECIDED, FlagSet, Undecided
+from productos._flags.service import FlagSet, WrapperOfService
 from productos._runtime.ratelog import RateLimitedLog
 from productos.flag_hooks import FlagEvaluation
 from productos.flags import EvaluationContext, FlagResult
@@ -20,38 +20,18 @@ from productos.flags import EvaluationContext, FlagResult
 log = logging.getLogger("productos")
 
 
-class HookedFlags:
+class HookedFlags(WrapperOfService):
     """A flag service that calls hooks before and after each evaluation, and on error."""
 
     def __init__(self, inner: Any, hooks: Sequence[Any],
                  warnings: RateLimitedLog | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.hooks = list(hooks)
         self.hook_errors = 0
         self._warnings = warnings or RateLimitedLog()
         self._before = _stage(self.hooks, "before_evaluation", reverse=False)
         self._after = _stage(self.hooks, "after_evaluation", reverse=True)
         self._error = _stage(self.hooks, "on_error", reverse=True)
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else the client reads from its service (the deduper...) is the inner one's.
-        return getattr(self.inner, name)
-
-    # An AsyncClient first asks for an answer "now" (inline, on the loop), then takes the full
-    # path on a worker thread. With hooks it always takes the full path: before_evaluation then
-    # runs once, before the evaluation, as on a Client.
-
-    def value_now(self, *args: Any, **kwargs: Any) -> Undecided:
-        """Always UNDECIDED: the hooked read is :meth:`value`."""
-        return UNDECIDED
-
-    def result_now(self, *args: Any, **kwargs: Any) -> Undecided:
-        """Always UNDECIDED: the hooked read is :meth:`result`."""
-        return UNDECIDED
-
-    def all_now(self, *args: Any, **kwargs: Any) -> Undecided:
-        """Always UNDECIDED: the hooked read is :meth:`all_results`."""
-        return UNDECIDED
 
     def result(self, key: str, ctx: EvaluationContext, **kwargs: Any) -> FlagResult:
         """Evaluate one flag (as the inner service does), with the hooks around it."""

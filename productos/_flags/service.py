@@ -90,6 +90,34 @@ class Undecided:
 UNDECIDED = Undecided()
 
 
+class WrapperOfService:
+    """Base of what stands in front of a FlagService (hooks, test overrides): everything not
+    defined on the wrapper is the inner service's, and nothing is answered "now".
+
+    An AsyncClient first asks for an answer without waiting (``value_now``, ``result_now``,
+    ``all_now``) and otherwise runs the ordinary read on a worker. A wrapper's logic lives in
+    that ordinary read only, so it answers UNDECIDED here and is never bypassed.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def value_now(self, *args: Any, **kwargs: Any) -> Undecided:
+        """Always UNDECIDED: the wrapped read is ``value``."""
+        return UNDECIDED
+
+    def result_now(self, *args: Any, **kwargs: Any) -> Undecided:
+        """Always UNDECIDED: the wrapped read is ``result``."""
+        return UNDECIDED
+
+    def all_now(self, *args: Any, **kwargs: Any) -> Undecided:
+        """Always UNDECIDED: the wrapped read is ``all_results``."""
+        return UNDECIDED
+
+
 class FlagService:
     """Answers flag questions for the client."""
 
