@@ -320,8 +320,9 @@ class Client(ContextMethods, FlagQueries):
     def _emit_flag_called(self, distinct_id: str, properties: Dict[str, Any],
                           groups: Mapping[str, str],
                           disable_geoip: Optional[bool] = None) -> None:
-        self.capture("$feature_flag_called", distinct_id=distinct_id, properties=properties,
-                     groups=groups or None, disable_geoip=disable_geoip)
+        if not self.disabled:
+            self._record("$feature_flag_called", arguments.flag_called_event, distinct_id,
+                         properties, groups, disable_geoip)
 
     def _flags_fork_check(self) -> None:
         self._check_fork()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 import pytest
 
+from productos._flags.arguments import evaluation_context
 from productos._flags.remote import RemoteFlags, parse_flags_response
 from productos._flags.service import FlagService, called_event_properties, flags_for_event
+from productos.errors import EventError
 from productos.flags import (
     EvaluationContext,
     InconclusiveReason,
@@ -43,6 +46,12 @@ def server_says(flags: dict, **extra: Any) -> RemoteFlags:
 @pytest.fixture
 def loaded() -> Harness:
     return Harness(parse_definitions(DEFINITIONS))
+
+
+def flags_context(distinct_id: str, **kwargs: Any) -> EvaluationContext:
+    """The context a public flag call makes of these arguments (checked and converted)."""
+    return evaluation_context(distinct_id, kwargs.get("groups"), kwargs.get("person_properties"),
+                              kwargs.get("group_properties"), None)
 
 
 def ctx(**kwargs: Any) -> EvaluationContext:
@@ -216,3 +225,63 @@ def test_value_only_events_still_carry_the_payload(loaded):
 
 
 DEFINITIONS_KEYS = [flag["key"] for flag in DEFINITIONS["flags"]]
+
+
+# --- the bulk read behind get_all_flags() -----------------------------------------------------
+
+ARGUMENT_SHAPES = [
+    pytest.param({}, id="no-properties"),
+    pytest.param({"person_properties": {"plan": "pro", "email": "a@b.c"}}, id="person"),
+    pytest.param({"groups": {"company": "acme"},
+                  "group_properties": {"company": {"size": 10}}}, id="groups"),
+    # Shapes the cheap context refuses: they take the checked EvaluationContext instead.
+    pytest.param({"groups": {"company": 42}}, id="group-key-not-a-string"),
+    pytest.param({"person_properties": types.MappingProxyType({"plan": "pro"})},
+                 id="person-properties-not-a-dict"),
+    pytest.param({"group_properties": {"company": types.MappingProxyType({"size": 1})},
+                  "groups": {"company": "acme"}}, id="group-properties-not-dicts"),
+]
+
+
+@pytest.mark.parametrize("kwargs", ARGUMENT_SHAPES)
+def test_the_bulk_read_answers_as_all_values_known_only(loaded, kwargs):
+    expected = loaded.service.all_values(
+        flags_context("user-1", **kwargs), only_local=True, known_only=True)
+    got = loaded.service.values("user-1", kwargs.get("groups"), kwargs.get("person_properties"),
+                                kwargs.get("group_properties"), None, True)
+    assert got == expected
+    assert got and None not in got.values()
+    assert loaded.remote_calls == []
+
+
+def test_the_bulk_read_asks_the_server_once_for_what_local_data_cannot_decide(loaded):
+    loaded.answer = server_says({"beta": {"key": "beta", "enabled": True},
+                                 "static-cohort": {"key": "static-cohort", "enabled": False}})
+    values = loaded.service.values("user-1", None, None, None, None, False)
+    assert loaded.remote_calls == [None]
+    assert values["beta"] is True and values["static-cohort"] is False
+    assert values["simple"] is True
+
+
+def test_the_bulk_read_before_any_definitions_goes_to_the_server():
+    harness = Harness(Snapshot.empty(), server_says({"simple": {"key": "simple",
+                                                                 "enabled": True}}))
+    assert harness.service.values("user-1", None, None, None, None, False) == {"simple": True}
+    assert harness.remote_calls == [None]
+    assert harness.service.values("user-1", None, None, None, None, True) == {}
+    assert len(harness.remote_calls) == 1
+
+
+def test_the_bulk_read_rejects_bad_arguments_as_the_context_does(loaded):
+    with pytest.raises(EventError):
+        loaded.service.values("", None, None, None, None, True)
+    with pytest.raises(EventError):
+        loaded.service.values("user-1", None, ["not", "a", "mapping"], None, None, True)
+
+
+def test_the_flag_called_event_carries_the_callers_groups(loaded):
+    groups = {"company": "acme"}
+    loaded.service.result("simple", ctx(groups=groups))
+    (distinct_id, properties, sent_groups), = loaded.events
+    assert distinct_id == "user-1" and properties["$feature_flag"] == "simple"
+    assert sent_groups == {"company": "acme"}

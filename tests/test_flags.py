@@ -124,6 +124,18 @@ class TestHash:
         for i in range(200):
             assert 0.0 <= flag_hash("k", str(i)) <= 1.0
 
+    def test_the_sha1_chosen_at_import_is_one_of_the_two_with_the_same_buckets(self) -> None:
+        import hashlib
+
+        from productos._flags import hashing
+
+        assert hashing._sha1 in (hashlib.sha1, getattr(hashing, "_builtin_sha1", hashlib.sha1))
+        for make in {hashlib.sha1, hashing._builtin_sha1}:
+            prefix = make(b"checkout.")
+            for i in range(50):
+                assert hashing.bucket(prefix, f"user-{i}") == flag_hash("checkout", f"user-{i}")
+        assert hashing._bucket_cost(hashing._sha1, rounds=4) > 0
+
 
 # --- active, rollout, conditions -------------------------------------------------------------
 

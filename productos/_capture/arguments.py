@@ -124,6 +124,19 @@ def capture_event(builder: EventBuilder, scope: Scope, event: Any, distinct_id: 
                          scope.tags)
 
 
+def flag_called_event(builder: EventBuilder, scope: Scope, distinct_id: str,
+                      properties: Dict[str, Any], groups: Mapping[str, str],
+                      disable_geoip: Optional[bool] = None) -> Draft:
+    """Return a ``$feature_flag_called`` event, built like capture()'s without its checks.
+
+    The flag read that reports itself has already checked the distinct_id and the groups,
+    and built the properties; checking them again would only cost every read that sends.
+    """
+    return builder.draft("$feature_flag_called", distinct_id, properties, None, None,
+                         groups or None, scope.session_id, scope.tags,
+                         disable_geoip=disable_geoip)
+
+
 def person_event(builder: EventBuilder, scope: Scope, kind: str, distinct_id: Any,
                  properties: Any, timestamp: Any, uuid: Any,
                  disable_geoip: Optional[bool] = None) -> Draft:

@@ -10,6 +10,7 @@ from typing import AbstractSet, Any, Dict, Mapping, Optional, Sequence, Set, Tup
 
 from productos._flags.evaluator import STATELESS, new_evaluation, walk
 from productos._flags.results import (
+    Context,
     EvaluationContext,
     FlagResult,
     InconclusiveReason,
@@ -126,7 +127,7 @@ def evaluate_all(
 
 def evaluate_values(
     snapshot: Snapshot,
-    ctx: EvaluationContext,
+    ctx: Context,
     *,
     implicit_properties: bool = True,
     known_only: bool = False,

@@ -5,16 +5,48 @@ from __future__ import annotations
 import hashlib
 import importlib
 import struct
+import time
 from typing import Any, Callable
 
-_sha1: Callable[[bytes], Any]
+
+def _bucket_cost(make: Callable[[bytes], Any], rounds: int = 48) -> int:
+    """Nanoseconds for ``rounds`` buckets the way the evaluator computes them."""
+    prefix = make(b"calibration-flag.")
+    text = b"calibration-person-0123"
+    clock = time.perf_counter_ns
+    start = clock()
+    for _ in range(rounds):
+        h = prefix.copy()
+        h.update(text)
+        h.digest()
+    return clock() - start
+
+
 try:
-    # CPython's own sha1 (the same digest): for the short inputs flags hash, copying and
-    # finishing it costs about a third fewer instructions than OpenSSL's, whose every call
-    # goes through the EVP layer. Some builds leave the module out; then OpenSSL's it is.
-    _sha1 = importlib.import_module("_sha1").sha1
+    _builtin_sha1: Callable[[bytes], Any] = importlib.import_module("_sha1").sha1
 except ImportError:  # pragma: no cover - depends on how Python was built
-    _sha1 = hashlib.sha1
+    _builtin_sha1 = hashlib.sha1
+
+
+def _fastest_sha1() -> Callable[[bytes], Any]:
+    """OpenSSL's sha1 or CPython's own (the same digest), whichever is faster here.
+
+    Which one wins depends on the machine: OpenSSL's is hardware-accelerated where the CPU
+    has SHA instructions, but each call goes through its EVP layer, which for the short
+    inputs flags hash can cost more than CPython's plain implementation saves. Bucketing
+    runs for most flag reads, so the choice is measured once, at import (about 0.1 ms).
+    """
+    if _builtin_sha1 is hashlib.sha1:  # pragma: no cover - a build without CPython's own
+        return hashlib.sha1
+    try:
+        openssl = min(_bucket_cost(hashlib.sha1) for _ in range(3))
+        own = min(_bucket_cost(_builtin_sha1) for _ in range(3))
+    except Exception:  # pragma: no cover - e.g. a FIPS build refusing sha1
+        return _builtin_sha1
+    return hashlib.sha1 if openssl < own else _builtin_sha1
+
+
+_sha1 = _fastest_sha1()
 
 __all__ = ["HOLDOUT_HASHER", "LONG_SCALE", "bucket", "first_64_bits", "flag_hash", "key_hasher"]
 

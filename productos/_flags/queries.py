@@ -196,12 +196,14 @@ class FlagQueries:
         if self.disabled:
             return None
         try:
-            ctx = self._flag_context(distinct_id, groups, person_properties, group_properties,
-                                     device_id, not only_evaluate_locally, disable_geoip)
             if flag_keys_to_evaluate is None:
-                values = self._flags.all_values(ctx, only_local=only_evaluate_locally,
-                                                known_only=True)
+                values = self._flags.values(distinct_id, groups, person_properties,
+                                            group_properties, device_id, only_evaluate_locally,
+                                            disable_geoip)
             else:
+                ctx = self._flag_context(distinct_id, groups, person_properties,
+                                         group_properties, device_id, not only_evaluate_locally,
+                                         disable_geoip)
                 keys = [check_flag_key(k) for k in flag_keys_to_evaluate]
                 values = self._flags.all_values(ctx, only_local=only_evaluate_locally,
                                                 keys=keys, known_only=True)

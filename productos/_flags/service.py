@@ -105,6 +105,16 @@ class WrapperOfService:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
+    def values(self, distinct_id: Any, groups: Any, person_properties: Any,
+               group_properties: Any, device_id: Any, only_local: bool,
+               disable_geoip: Any = None) -> Dict[str, Any]:
+        """get_all_flags() through the wrapper's own ``all_values`` (never the inner fast path)."""
+        ctx: EvaluationContext = self.inner.context(
+            distinct_id, groups, person_properties, group_properties, device_id,
+            not only_local, disable_geoip)
+        found: Dict[str, Any] = self.all_values(ctx, only_local=only_local, known_only=True)
+        return found
+
     def value_now(self, *args: Any, **kwargs: Any) -> Undecided:
         """Always UNDECIDED: the wrapped read is ``value``."""
         return UNDECIDED
@@ -148,16 +158,21 @@ class FlagService:
         if self._check_fork is not None:
             self._check_fork()
 
-    def context(self, distinct_id: Any, groups: Any, person_properties: Any,
-                group_properties: Any, device_id: Any, sends: bool,
-                disable_geoip: Any = None) -> EvaluationContext:
-        """Check the arguments of a flag call; ``sends``: the call may send or emit events."""
+    def _count_read(self, sends: bool) -> None:
+        # A pid check is a system call: made before anything that takes a lock or sends
+        # (events, the server), after an announced fork, and every PID_CHECK_EVERY reads.
         if sends or FORKS[0] != self._forks:
             self.fork_check()
         else:
             left = self._countdown = self._countdown - 1
             if left <= 0:
                 self.fork_check()
+
+    def context(self, distinct_id: Any, groups: Any, person_properties: Any,
+                group_properties: Any, device_id: Any, sends: bool,
+                disable_geoip: Any = None) -> EvaluationContext:
+        """Check the arguments of a flag call; ``sends``: the call may send or emit events."""
+        self._count_read(sends)
         return evaluation_context(distinct_id, groups, person_properties, group_properties,
                                   device_id, disable_geoip)
 
@@ -179,13 +194,12 @@ class FlagService:
               ) -> Union[bool, str, Undecided, None]:
         """One flag's value for the client's get_feature_flag(): ``result(detail=False).value``.
 
-        The hot path, in one frame above the evaluator: a flag decided locally is walked here;
+        The hot path: a flag decided locally is walked here;
         anything else (no definitions yet, unknown key, undecided) takes :meth:`result`.
         ``wait=False`` (see :meth:`value_now`) answers UNDECIDED where this would wait.
         Raises EventError for bad arguments, as the argument checks do.
         """
-        # A pid check is a system call: made before anything that takes a lock or sends
-        # (events, the server), after an announced fork, and every PID_CHECK_EVERY reads.
+        # _count_read(send_event), inlined: this is the hot path.
         if send_event or FORKS[0] != self._forks:
             self.fork_check()
         else:
@@ -194,38 +208,8 @@ class FlagService:
                 self.fork_check()
         if key.__class__ is not str or not key:
             key = check_flag_key(key)
-        ctx: Context
-        if (distinct_id.__class__ is str and distinct_id and device_id is None
-                and disable_geoip is None and not DEVICE_IDS_IN_USE[0]
-                and (person_properties is None or person_properties.__class__ is dict)
-                and (groups is None or groups.__class__ is dict)
-                and (group_properties is None or group_properties.__class__ is dict)):
-            # evaluation_context() for the common calls, without its frame, and as the cheaper
-            # CallContext (the EvaluationContext is made only if the server is asked). The
-            # checks are its own: mappings of the right types are taken as they are.
-            call = _new_object(CallContext)
-            call.distinct_id = distinct_id
-            if person_properties is not None:
-                call.person_properties = person_properties
-            as_given = True
-            if groups is not None:
-                call.groups = groups
-                for k, v in groups.items():
-                    if k.__class__ is not str or v.__class__ is not str:
-                        as_given = False
-                        break
-            if group_properties is not None and as_given:
-                call.group_properties = group_properties
-                for k, v in group_properties.items():
-                    if k.__class__ is not str or v.__class__ is not dict:
-                        as_given = False
-                        break
-            ctx = call if as_given else evaluation_context(
-                distinct_id, groups, person_properties, group_properties, device_id,
-                disable_geoip)
-        else:
-            ctx = evaluation_context(distinct_id, groups, person_properties, group_properties,
-                                     device_id, disable_geoip)
+        ctx = call_context(distinct_id, groups, person_properties, group_properties,
+                           device_id, disable_geoip)
         holder = self._holder
         snap = self._snapshot() if holder is None else holder.current
         flag = snap.lookup(key)  # None: not loaded, no such flag, or not compiled yet
@@ -252,6 +236,22 @@ class FlagService:
         if send_event:
             self._maybe_emit(result, ctx, None)
         return result.value
+
+    def values(self, distinct_id: Any, groups: Any, person_properties: Any,
+               group_properties: Any, device_id: Any, only_local: bool,
+               disable_geoip: Any = None) -> Dict[str, Any]:
+        """Every flag's known value for the client's get_all_flags(): ``all_values(ctx,
+        known_only=True)`` with the argument checks of :meth:`value` and its cheaper context.
+        """
+        self._count_read(not only_local)
+        ctx = call_context(distinct_id, groups, person_properties, group_properties,
+                           device_id, disable_geoip)
+        holder = self._holder
+        snap = self._snapshot() if holder is None else holder.current
+        if not snap.loaded or (not only_local and self._remote is not None):
+            # Maybe a wait for the first load, maybe the server: the general path.
+            return self.all_values(_public(ctx), only_local=only_local, known_only=True)
+        return flags.evaluate_values(snap, ctx, known_only=True)
 
     # --- without waiting (AsyncClient): answer from local data, or say it needs to wait ------
 
@@ -398,9 +398,9 @@ class FlagService:
         if not self.deduper.first_time(dedupe_key):
             return
         if disable_geoip is None:
-            self._emit_called(distinct_id, properties, dict(groups))
+            self._emit_called(distinct_id, properties, groups)
         else:
-            self._emit_called(distinct_id, properties, dict(groups), disable_geoip)
+            self._emit_called(distinct_id, properties, groups, disable_geoip)
 
     def _maybe_emit(self, result: FlagResult, ctx: Context,
                     request_id: Optional[str]) -> None:
@@ -415,13 +415,47 @@ class FlagService:
                 # A value-only evaluation skipped the payload; the event wants it.
                 payload = flags.payload_of(self._snapshot(), result.key, result.value)
             properties = called_event_properties(result, request_id, payload)
+            # The groups are not copied: the event copies them into $groups as it is built.
             if ctx.disable_geoip is None:
-                self._emit_called(ctx.distinct_id, properties, dict(groups))
+                self._emit_called(ctx.distinct_id, properties, groups)
             else:
-                self._emit_called(ctx.distinct_id, properties, dict(groups),
-                                  ctx.disable_geoip)
+                self._emit_called(ctx.distinct_id, properties, groups, ctx.disable_geoip)
         except Exception:  # an event must never turn a flag read into an error
             log.exception("productos: could not queue $feature_flag_called")
+
+
+def call_context(distinct_id: Any, groups: Any, person_properties: Any,
+                 group_properties: Any, device_id: Any, disable_geoip: Any) -> Context:
+    """``evaluation_context()``, made as the cheaper CallContext for the common calls.
+
+    The checks are the same: mappings of the right types are taken as they are. The public
+    EvaluationContext is made (by :func:`_public`) only if something outside the evaluator
+    needs it, such as the server or a hook. Raises EventError for bad arguments.
+    """
+    if (distinct_id.__class__ is str and distinct_id and device_id is None
+            and disable_geoip is None and not DEVICE_IDS_IN_USE[0]
+            and (person_properties is None or person_properties.__class__ is dict)
+            and (groups is None or groups.__class__ is dict)
+            and (group_properties is None or group_properties.__class__ is dict)):
+        call = _new_object(CallContext)
+        call.distinct_id = distinct_id
+        if person_properties is not None:
+            call.person_properties = person_properties
+        if groups is not None:
+            call.groups = groups
+            for k, v in groups.items():
+                if k.__class__ is not str or v.__class__ is not str:
+                    return evaluation_context(distinct_id, groups, person_properties,
+                                              group_properties, device_id, disable_geoip)
+        if group_properties is not None:
+            call.group_properties = group_properties
+            for k, v in group_properties.items():
+                if k.__class__ is not str or v.__class__ is not dict:
+                    return evaluation_context(distinct_id, groups, person_properties,
+                                              group_properties, device_id, disable_geoip)
+        return call
+    return evaluation_context(distinct_id, groups, person_properties, group_properties,
+                              device_id, disable_geoip)
 
 
 def _public(ctx: Context) -> EvaluationContext:
