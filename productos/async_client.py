@@ -36,7 +36,14 @@ from typing import (
 from productos._capture.events import describe
 from productos._flags.arguments import check_flag_key
 from productos._flags.poller import SourceStatus
-from productos._flags.service import UNDECIDED, Undecided, payload_for
+from productos._flags.service import (
+    UNDECIDED,
+    Undecided,
+    WouldWait,
+    WrapperOfService,
+    payload_for,
+    refusing_to_wait,
+)
 from productos._runtime.ledger import DeliveryStats
 from productos._runtime.options import Options, takes_options
 from productos.client import Client
@@ -237,7 +244,7 @@ class AsyncClient:
         if self.sync.disabled:
             return None
         found: Optional[Dict[str, FlagResult]] = await self._every_flag(
-            self.sync.get_all_flags_results, False, distinct_id, groups, person_properties,
+            self.sync.get_all_flags_results, distinct_id, groups, person_properties,
             group_properties, device_id, only_evaluate_locally, disable_geoip,
             flag_keys_to_evaluate)
         return found
@@ -251,11 +258,11 @@ class AsyncClient:
         """Return every flag's known value for this person (at most one remote request)."""
         if self.sync.disabled:
             return None
-        found = await self._every_flag(
-            self.sync.get_all_flags, True, distinct_id, groups, person_properties,
+        found: Optional[Dict[str, Union[bool, str]]] = await self._every_flag(
+            self.sync.get_all_flags, distinct_id, groups, person_properties,
             group_properties, device_id, only_evaluate_locally, disable_geoip,
             flag_keys_to_evaluate)
-        return None if found is None else {k: v for k, v in found.items() if v is not None}
+        return found
 
     async def get_all_flags_and_payloads(self, distinct_id: Any = None, *, groups: Any = None,
                                          person_properties: Any = None,
@@ -270,9 +277,7 @@ class AsyncClient:
             person_properties=person_properties, group_properties=group_properties,
             device_id=device_id, only_evaluate_locally=only_evaluate_locally,
             disable_geoip=disable_geoip, flag_keys_to_evaluate=flag_keys_to_evaluate)
-        return await self._locally_or_in_worker(call, flag_keys_to_evaluate, distinct_id, groups,
-                                                person_properties, group_properties, device_id,
-                                                only_evaluate_locally)
+        return await self._locally_or_in_worker(call)
 
     async def evaluate_flags(self, distinct_id: Any = None, *, groups: Any = None,
                              person_properties: Any = None, group_properties: Any = None,
@@ -289,9 +294,7 @@ class AsyncClient:
             person_properties=person_properties, group_properties=group_properties,
             only_evaluate_locally=only_evaluate_locally, disable_geoip=disable_geoip,
             flag_keys=flag_keys, device_id=device_id)
-        return await self._locally_or_in_worker(call, flag_keys, distinct_id, groups,
-                                                person_properties, group_properties, device_id,
-                                                only_evaluate_locally)
+        return await self._locally_or_in_worker(call)
 
     async def load_feature_flags(self) -> bool:
         """Fetch definitions now, off the loop; return True if they are loaded."""
@@ -362,51 +365,32 @@ class AsyncClient:
             sync._flag_failed(exc, f"evaluating flag {describe(key)}")
             return None
 
-    async def _every_flag(self, method: Callable[..., Any], values: bool, distinct_id: Any,
-                          groups: Any, person_properties: Any, group_properties: Any,
-                          device_id: Any, only_local: bool, disable_geoip: Optional[bool],
+    async def _every_flag(self, method: Callable[..., Any], distinct_id: Any, groups: Any,
+                          person_properties: Any, group_properties: Any, device_id: Any,
+                          only_local: bool, disable_geoip: Optional[bool],
                           keys: Optional[Sequence[str]]) -> Any:
-        """A bulk read: local answers at once when they decide every flag, else the sync
-        ``method`` on a worker (``values``: the local answer as values, not results)."""
+        """A bulk read of the sync client's (``method``), inline when it would not wait."""
         call = functools.partial(
             method, distinct_id, groups=groups, person_properties=person_properties,
             group_properties=group_properties, device_id=device_id,
             only_evaluate_locally=only_local, disable_geoip=disable_geoip,
             flag_keys_to_evaluate=keys)
-        if keys is not None:
-            return await self._locally_or_in_worker(call, keys, distinct_id, groups,
-                                                    person_properties, group_properties,
-                                                    device_id, only_local)
-        local = self._all_local(values, distinct_id, groups, person_properties,
-                                group_properties, device_id, only_local)
-        return await self._in_worker(call) if isinstance(local, Undecided) else local
+        return await self._locally_or_in_worker(call)
 
-    async def _locally_or_in_worker(self, call: Callable[[], T], keys: Optional[Sequence[str]],
-                                    distinct_id: Any, groups: Any, person_properties: Any,
-                                    group_properties: Any, device_id: Any,
-                                    only_local: bool) -> T:
-        """Run a bulk sync call inline when local data decides every flag it needs, else on a
-        worker (it may wait for the first definitions load or ask the server)."""
-        # Named keys: only they must be decided, whatever the other flags need.
-        local = self._all_local(True, distinct_id, groups, person_properties,
-                                group_properties, device_id, only_local or keys is not None)
-        if local is None or (not isinstance(local, Undecided)
-                             and (keys is None or only_local or _decides(local, keys))):
-            return call()  # no waiting left: a disabled client, bad arguments or all local
+    async def _locally_or_in_worker(self, call: Callable[[], T]) -> T:
+        """Run a bulk sync read inline when local data answers it, else on a worker.
+
+        Inline, the read refuses to wait: reaching the first definitions load or the server,
+        it stops with WouldWait, and the worker runs it whole. A disabled client or bad
+        arguments answer inline too (None, after the sync client's report).
+        """
+        if not isinstance(self.sync._flags, WrapperOfService):
+            with refusing_to_wait():
+                try:
+                    return call()
+                except WouldWait:
+                    pass
         return await self._in_worker(call)
-
-    def _all_local(self, values: bool, distinct_id: Any, groups: Any, person_properties: Any,
-                   group_properties: Any, device_id: Any, only_local: bool
-                   ) -> Union[Dict[str, Any], Undecided, None]:
-        """Every flag from local data at once (results or values), None, or UNDECIDED."""
-        sync = self.sync
-        try:
-            ctx = sync._flags.context(distinct_id, groups, person_properties,
-                                      group_properties, device_id, True)
-            return sync._flags.all_now(ctx, only_local=only_local, values=values)
-        except Exception as exc:
-            sync._flag_failed(exc, "evaluating all flags")
-            return None
 
     def _workers(self) -> ThreadPoolExecutor:
         pool = self._pool
@@ -427,11 +411,6 @@ class AsyncClient:
         except RuntimeError:  # shut down meanwhile, or the interpreter is exiting
             return work()
         return await loop.run_in_executor(pool, work)
-
-
-def _decides(local: Mapping[str, Any], keys: Sequence[str]) -> bool:
-    """Tell whether local answers cover every named key (otherwise the server is asked)."""
-    return all(local.get(key) is not None for key in keys)
 
 
 def _widen_connection_pool(client: Client) -> None:

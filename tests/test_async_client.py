@@ -22,8 +22,10 @@ import productos
 from productos.async_client import AsyncClient
 
 try:
+    from tests.server import Delay
     from tests.support import wait_until
 except ModuleNotFoundError:  # plain `pytest` from the tests folder
+    from server import Delay  # type: ignore
     from support import wait_until  # type: ignore
 
 T = TypeVar("T")
@@ -402,3 +404,85 @@ def test_evaluate_flags_asks_the_server_off_the_loop_with_per_call_geoip(
     assert run(single()) == "b"
     assert [r.json["geoip_disable"] for r in live_server.requests_for("/flags/")] == [
         False, False]
+
+
+def _static_cohort_answer(seen: List[Dict[str, Any]]) -> Callable[[Dict[str, Any]],
+                                                                   Tuple[int, Dict]]:
+    def answer(body: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
+        seen.append(body)
+        return 200, {"flags": {"static-cohort": {
+            "key": "static-cohort", "enabled": True, "variant": None,
+            "reason": {"code": "condition_match"}, "metadata": {"id": 9, "version": 1}}},
+            "errorsWhileComputingFlags": False, "requestId": "r-1"}
+    return answer
+
+
+def test_a_bulk_read_local_data_cannot_finish_asks_the_server_once_from_a_worker(live_server):
+    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
+    seen: List[Dict[str, Any]] = []
+    live_server.flags_handler = _static_cohort_answer(seen)
+    client = AsyncClient("phc_async", host=live_server.url,
+                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
+    loop_thread: List[int] = []
+    try:
+        assert client.sync.load_feature_flags()
+
+        async def reads() -> List[Any]:
+            loop_thread.append(threading.get_ident())
+            values = await client.get_all_flags("user-1", person_properties={"plan": "pro"})
+            snapshot = await client.evaluate_flags("user-2", person_properties={"plan": "pro"})
+            return [values, snapshot]
+
+        values, snapshot = run(reads())
+        # Local answers and the server's, merged; one request per read, never a second one
+        # for a read begun inline and finished on the worker.
+        assert values["static-cohort"] is True and values["simple"] is True
+        assert values["beta"] is True
+        assert snapshot.is_enabled("static-cohort") and snapshot.get_flag("simple") is True
+        assert [body["distinct_id"] for body in seen] == ["user-1", "user-2"]
+        assert client._pool is not None  # the reads that had to wait ran on a worker
+    finally:
+        client.sync.shutdown(5)
+
+
+def test_a_bulk_read_before_the_first_load_waits_on_a_worker_not_the_loop(live_server):
+    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
+    # The first definitions load takes a while: the read starts before it is done.
+    live_server.enqueue(Delay(0.3), route="definitions")
+    client = AsyncClient("phc_async", host=live_server.url,
+                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
+    try:
+        async def read() -> Any:
+            return await client.get_all_flags("user-1", person_properties={"plan": "pro"},
+                                              only_evaluate_locally=True)
+
+        values, lateness = run(with_ticker(read()))
+        assert values["simple"] is True and "static-cohort" not in values
+        assert client._pool is not None
+        assert_kept_ticking(lateness)
+    finally:
+        client.sync.shutdown(5)
+
+
+def test_hooks_see_each_flag_of_an_async_bulk_read_exactly_once(live_server):
+    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
+    seen: List[str] = []
+
+    class Recording(productos.FlagHook):
+        def after_evaluation(self, evaluation: Any, result: Any) -> None:
+            seen.append(evaluation.key)
+
+    client = AsyncClient("phc_async", host=live_server.url, hooks=[Recording()],
+                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
+    try:
+        assert client.sync.load_feature_flags()
+
+        async def read() -> Any:
+            return await client.get_all_flags_results("user-1", person_properties={"plan": "pro"},
+                                                      only_evaluate_locally=True)
+
+        results = run(read())
+        assert results and sorted(seen) == sorted(results)
+        assert len(seen) == len(set(seen))
+    finally:
+        client.sync.shutdown(5)

@@ -8,14 +8,17 @@ fallback rules are tested without a client, threads or HTTP.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import (
     Any,
     Callable,
     Dict,
     Hashable,
+    Iterator,
     List,
     Literal,
     Mapping,
@@ -90,13 +93,41 @@ class Undecided:
 UNDECIDED = Undecided()
 
 
+class WouldWait(BaseException):
+    """A read under :func:`refusing_to_wait` reached a wait: the first load, or the server.
+
+    A BaseException, as asyncio's CancelledError is: the client's public methods turn every
+    Exception into a logged failure, and this is not one, only a signal to the caller.
+    """
+
+
+_REFUSING_TO_WAIT: ContextVar[bool] = ContextVar("productos_refusing_to_wait", default=False)
+
+
+@contextlib.contextmanager
+def refusing_to_wait() -> Iterator[None]:
+    """Within it, a flag read that would wait raises :class:`WouldWait` instead.
+
+    For the AsyncClient: it runs a read inline on the event loop when local data answers it,
+    and on a worker thread only when the read raised WouldWait. One evaluation either way
+    for the common case, instead of a probe first and the read after it.
+    """
+    token = _REFUSING_TO_WAIT.set(True)
+    try:
+        yield
+    finally:
+        _REFUSING_TO_WAIT.reset(token)
+
+
 class WrapperOfService:
     """Base of what stands in front of a FlagService (hooks, test overrides): everything not
     defined on the wrapper is the inner service's, and nothing is answered "now".
 
     An AsyncClient first asks for an answer without waiting (``value_now``, ``result_now``,
-    ``all_now``) and otherwise runs the ordinary read on a worker. A wrapper's logic lives in
-    that ordinary read only, so it answers UNDECIDED here and is never bypassed.
+    or a bulk read under :func:`refusing_to_wait`) and otherwise runs the ordinary read on a
+    worker. A wrapper's logic (a hook, an override) lives in that ordinary read only and must
+    run exactly once, so it answers UNDECIDED here, and the AsyncClient sends its bulk reads
+    straight to a worker: a read begun inline and repeated there would run it twice.
     """
 
     def __init__(self, inner: Any) -> None:
@@ -121,10 +152,6 @@ class WrapperOfService:
 
     def result_now(self, *args: Any, **kwargs: Any) -> Undecided:
         """Always UNDECIDED: the wrapped read is ``result``."""
-        return UNDECIDED
-
-    def all_now(self, *args: Any, **kwargs: Any) -> Undecided:
-        """Always UNDECIDED: the wrapped read is ``all_results``."""
         return UNDECIDED
 
 
@@ -228,7 +255,7 @@ class FlagService:
         if result.value is None and not only_local and self._remote is not None:
             if not wait:
                 return UNDECIDED
-            answer = self._remote(_public(ctx), [key])
+            answer = self._ask_server(_public(ctx), [key])
             result = remote_result(key, answer, result)
             if send_event:
                 self._maybe_emit(result, ctx, answer.request_id)
@@ -276,31 +303,22 @@ class FlagService:
             self._maybe_emit(local, ctx, None)
         return local
 
-    def all_now(self, ctx: EvaluationContext, *, only_local: bool = False,
-                values: bool = False) -> Union[Dict[str, Any], Undecided]:
-        """:meth:`all_results` (or :meth:`all_values`) without waiting, or UNDECIDED."""
-        snap = self._snapshot()
-        if not snap.loaded and not self._waited:
-            return UNDECIDED
-        found: Dict[str, Any]
-        if values:
-            found = flags.evaluate_values(snap, ctx)
-            undecided = any(value is None for value in found.values())
-        else:
-            found = flags.evaluate_all(snap, ctx)
-            undecided = any(result.inconclusive for result in found.values())
-        if (undecided or not snap.loaded) and not only_local and self._remote is not None:
-            return UNDECIDED
-        return found
-
     def _current(self) -> Snapshot:
         snap = self._snapshot()
         if not snap.loaded and not self._waited:
+            if _REFUSING_TO_WAIT.get():
+                raise WouldWait
             # Only the first call(s) wait, and only up to the configured budget.
             self._wait_ready(self._first_load_timeout)
             self._waited = True
             snap = self._snapshot()
         return snap
+
+    def _ask_server(self, ctx: EvaluationContext, keys: Optional[Sequence[str]]) -> RemoteFlags:
+        if _REFUSING_TO_WAIT.get():
+            raise WouldWait
+        assert self._remote is not None  # every caller checked it
+        return self._remote(ctx, keys)
 
     def result(self, key: str, ctx: EvaluationContext, *, only_local: bool = False,
                send_event: bool = True, detail: bool = True) -> FlagResult:
@@ -314,7 +332,7 @@ class FlagService:
             snap = self._current()
         local = flags.evaluate(snap, key, ctx, detail=detail)
         if local.value is None and not only_local and self._remote is not None:
-            answer = self._remote(ctx, [key])
+            answer = self._ask_server(ctx, [key])
             result = remote_result(key, answer, local)
             if send_event:
                 self._maybe_emit(result, ctx, answer.request_id)
@@ -352,7 +370,7 @@ class FlagService:
             needs_server = True
         answer: Optional[RemoteFlags] = None
         if needs_server and not only_local and self._remote is not None:
-            answer = self._remote(ctx, None if keys is None else list(keys))
+            answer = self._ask_server(ctx, None if keys is None else list(keys))
             fill = set(answer.flags) | {k for k, r in results.items() if r.inconclusive}
             if wanted is not None:
                 fill &= wanted
@@ -380,7 +398,7 @@ class FlagService:
         values = flags.evaluate_values(snap, ctx)
         unknown = [key for key, value in values.items() if value is None]
         if (unknown or not snap.loaded) and not only_local and self._remote is not None:
-            answer = self._remote(ctx, None)
+            answer = self._ask_server(ctx, None)
             for key in set(answer.flags).union(unknown):
                 if values.get(key) is None:
                     values[key] = remote_result(key, answer, None).value
