@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from types import MappingProxyType, TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Type, TypeVar, cast
+
+from productos._runtime.records import record
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Scope:
     """What the current context knows about who is acting and what to tag events with."""
 

@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
 from productos import errors
@@ -23,6 +22,7 @@ from productos._delivery.transport import (
     Transport,
     error_for,
 )
+from productos._runtime.records import record
 
 log = logging.getLogger("productos")
 
@@ -34,7 +34,7 @@ def equal_jitter(value: float) -> float:
     return value / 2 + backoff.full_jitter(value / 2)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RetryPolicy:
     """How many times and how long to wait between attempts for transient failures."""
 
@@ -67,12 +67,12 @@ class BatchSender:
 
     def __init__(self, transport: Transport, api_key: str, *, gzip: bool = True,
                  historical_migration: bool = False,
-                 retry: RetryPolicy = RetryPolicy(),
+                 retry: Optional[RetryPolicy] = None,
                  wait: Optional[Callable[[float], bool]] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.transport = transport
         self.gzip = gzip
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         self._clock = clock
         self._cancel = threading.Event()
         # ``wait(seconds) -> cancelled``; an Event makes back-off sleeps interruptible.

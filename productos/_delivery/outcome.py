@@ -7,8 +7,10 @@ so neither has to import the other.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Dict, List, Sequence, Tuple
+
+from productos._runtime.records import record
 
 
 class DropReason(str, enum.Enum):
@@ -33,7 +35,7 @@ class DropReason(str, enum.Enum):
         return self.value
 
 
-@dataclass
+@record
 class BatchOutcome:
     """What became of the events in one batch handed to a sender."""
 

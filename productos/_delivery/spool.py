@@ -30,12 +30,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from productos import errors
 from productos._delivery.outcome import BatchOutcome, DropReason
 from productos._delivery.spool_store import Spool, SpoolBusyError, SpooledRow
+from productos._runtime.records import record
 from productos.consumer import Sender
 
 log = logging.getLogger("productos")
@@ -45,7 +46,7 @@ _KEEP_REASONS = frozenset({DropReason.RETRIES_EXHAUSTED, DropReason.DEADLINE_EXC
                            DropReason.CANCELLED})
 
 
-@dataclass
+@record
 class EarlierRuns:
     """What became of rows that earlier runs wrote: reported apart from this run's books."""
 

@@ -11,8 +11,9 @@ import os
 import sqlite3
 import threading
 import uuid
-from dataclasses import dataclass
 from typing import Any, List, Sequence
+
+from productos._runtime.records import record
 
 try:
     import fcntl
@@ -33,7 +34,7 @@ class SpoolBusyError(RuntimeError):
     """Another process owns this spool file."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SpooledRow:
     """One event read back from the spool."""
 
@@ -43,7 +44,7 @@ class SpooledRow:
     mine: bool  # written by this run (counted as captured here), not an earlier one
 
 
-@dataclass
+@record
 class SpoolCounts:
     """Rows on disk, kept in memory so reading them costs no query (and survives close)."""
 

@@ -13,12 +13,12 @@ import re
 import sys
 import time
 import zlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 
 from productos import errors
 from productos._runtime.hosts import DEFAULT_HOST as DEFAULT_HOST  # re-exported
 from productos._runtime.hosts import normalize_host
+from productos._runtime.records import record
 from productos.version import VERSION
 
 if TYPE_CHECKING:  # requests and backoff are imported when first needed, not with productos
@@ -93,7 +93,7 @@ def gzip_bytes(body: bytes) -> bytes:
     return compressor.compress(body) + compressor.flush()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Response:
     """What came back from one HTTP request."""
 

@@ -6,8 +6,9 @@ import calendar
 import datetime as _dt
 import re
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
+
+from productos._runtime.records import record
 
 __all__ = [
     "DateSpec",
@@ -36,7 +37,7 @@ else:  # pragma: no cover - exercised only on Python < 3.11
             return _isoparse(text)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RelativeDate:
     """A filter date like '-7d': ``amount`` ``unit``s (h, d, w, m, y) before the evaluation time."""
 
@@ -62,7 +63,7 @@ class RelativeDate:
         return f"{self.amount}{self.unit} ago"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class YearOnlyDate:
     """A bare 'YYYY': that year on the evaluation day's month and day, as the reference reads it."""
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Union
+
+from productos._runtime.records import record
 
 __all__ = ["FeatureFlagEvaluations", "FlagRecord", "raw_payload_text"]
 
@@ -29,7 +30,7 @@ Report = Callable[[str, str, Optional[FlagValue], Dict[str, Any], Mapping[str, s
 LOCAL_REASON = "Evaluated locally"  # posthog's reason text for a locally evaluated flag
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FlagRecord:
     """One flag of an evaluation: its outcome and where it came from."""
 

@@ -11,15 +11,16 @@ import logging
 import os
 import queue
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+
+from productos._runtime.records import record
 
 __all__ = ["FlagsChanged", "FlagsChangedListeners", "flags_changed"]
 
 log = logging.getLogger("productos")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FlagsChanged:
     """The keys of the flags added, removed and changed by one update of the definitions."""
 

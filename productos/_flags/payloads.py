@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
+
+from productos._runtime.records import record
 
 __all__ = ["Payload", "decode_payload"]
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Payload:
     """A decoded payload. Containers are kept as JSON text so every caller gets a fresh copy."""
 

@@ -17,10 +17,10 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
 from productos._flags.source import DefinitionsFetch, FetchOutcome
+from productos._runtime.records import record
 
 log = logging.getLogger("productos")
 
@@ -36,7 +36,7 @@ class SourceState(str, enum.Enum):
     OFF = "off"                    # a key was refused or the quota is used up: no definitions
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SourceStatus:
     """The state of the definitions source and the last error, if any."""
 

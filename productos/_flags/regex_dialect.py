@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
 
 from productos._flags.regex_engine import Searcher, compile_linear, engine_choice, linear_engine
 from productos._flags.regex_safety import analyse_pattern
+from productos._runtime.records import record
 
 __all__ = ["INVALID", "RegexSpec", "compile_regex"]
 
@@ -26,7 +26,7 @@ _SHORTHANDS = ("\\d", "\\D", "\\s", "\\S", "\\w", "\\W")
 _REPETITION_RE = re.compile(r"\{([0-9]+)(?:,([0-9]*))?\}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RegexSpec:
     """A compiled pattern plus what the evaluator must check on each value before trusting it.
 

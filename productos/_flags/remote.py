@@ -10,17 +10,18 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from productos import errors
 from productos._delivery.transport import FLAGS_PATH, Transport, error_for
 from productos._runtime.ratelog import RateLimitedLog
+from productos._runtime.records import record
 
 log = logging.getLogger("productos")
 
 
-@dataclass
+@record
 class RemoteFlags:
     """The answer of ``POST /flags``, normalised from either response version."""
 

@@ -8,12 +8,13 @@ dataclass's ``__init__``.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 from productos._flags.filters import FilterSpec
+from productos._runtime.records import record
 
 __all__ = [
     "RANK",
@@ -68,7 +69,7 @@ RANK: Dict[InconclusiveReason, int] = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EvaluationContext:
     """Who a flag is evaluated for. ``now`` (None = current UTC time) anchors relative dates.
 
@@ -143,7 +144,7 @@ class ConditionTrace(NamedTuple):
     detail: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reason:
     """Why a flag has its value; ``trace`` holds every evaluated condition for ``explain()``.
 
@@ -174,7 +175,7 @@ class Reason:
         return self.description or self.code.value
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FlagResult:
     """A flag's value (None when unknown), variant, decoded payload and the reason for it.
 

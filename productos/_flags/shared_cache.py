@@ -18,10 +18,10 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 from productos._flags.source import DefinitionsFetch, FetchOutcome, definitions_body_problem
+from productos._runtime.records import record
 
 __all__ = [
     "CachedDefinitions", "FlagDefinitionsCache", "SharedFetch", "content_version",
@@ -35,7 +35,7 @@ log = logging.getLogger("productos")
 FIRST_PUBLICATION_WAIT = 2.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CachedDefinitions:
     """One published definitions document: the raw JSON body, the server's ETag for it,
     when it was fetched (``time.time()``) and its version (which changes with the body)."""
@@ -97,7 +97,7 @@ def canonical_body(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Known:
     """The definitions this process has in force: their version, HTTP ETag and body."""
 

@@ -10,7 +10,7 @@ objects after construction, so one snapshot is safely shared by every thread.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Any, Callable, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -30,6 +30,7 @@ from productos._flags.results import (
     ReasonCode,
     make_reason,
 )
+from productos._runtime.records import record
 
 __all__ = [
     "EMPTY",
@@ -46,7 +47,7 @@ __all__ = [
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Variant:
     """One multivariate variant and its bucket range [start, end)."""
 
@@ -56,7 +57,7 @@ class Variant:
     end: float
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Holdout:
     """A holdout group: buckets at or below ``fraction`` get ``value`` (``holdout-<id>``)."""
 
@@ -67,7 +68,7 @@ class Holdout:
     value: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Condition:
     """One release condition, in definition order."""
 
@@ -102,7 +103,7 @@ class ConditionPlan(NamedTuple):
     outside: Optional[FlagResult]  # matched but outside the rollout (there is a cut)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FlagPlan:
     """A flag's evaluation plan; the results are those of value-only evaluations."""
 
@@ -119,7 +120,7 @@ class FlagPlan:
     not_enrolled: Optional[FlagResult]
 
 
-@dataclass(frozen=True, eq=False)  # identity equality: cheap, and hashable despite the mappings
+@record(frozen=True, eq=False)  # identity equality: cheap, and hashable despite the mappings
 class CompiledFlag:
     """A flag ready for evaluation. ``local_problem`` says why it cannot be decided locally."""
 
@@ -163,7 +164,7 @@ class CompiledFlag:
         return self.local_reason is None
 
 
-@dataclass(frozen=True, eq=False)  # identity equality: "same snapshot" means the same object
+@record(frozen=True, eq=False)  # identity equality: "same snapshot" means the same object
 class Snapshot:
     """Immutable compiled definitions; swap the whole object to update.
 

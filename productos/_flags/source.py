@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from productos import errors
@@ -22,6 +21,7 @@ from productos._delivery.transport import (
 )
 from productos._flags.compiler import parse_definitions
 from productos._flags.snapshot import Snapshot
+from productos._runtime.records import record
 from productos.errors import ConfigurationError
 
 __all__ = [
@@ -43,7 +43,7 @@ class FetchOutcome(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DefinitionsFetch:
     """The result of one definitions request.
 

@@ -11,7 +11,7 @@ import inspect
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields, replace
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -29,6 +29,7 @@ from typing import (
 
 from productos._runtime import compat as _compat
 from productos._runtime.hosts import normalize_host
+from productos._runtime.records import record
 from productos.consumer import OVERFLOW_POLICIES, Sender
 from productos.errors import ConfigurationError
 
@@ -48,7 +49,7 @@ ENV_HOST = "PRODUCTOS_HOST"
 ENV_PERSONAL_API_KEY = "PRODUCTOS_PERSONAL_API_KEY"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Options:
     """The settings of one Client; ``Client(...)`` takes these, by keyword or in this order.
 
