@@ -11,7 +11,12 @@ import pytest
 
 from productos._flags.arguments import evaluation_context
 from productos._flags.remote import RemoteFlags, parse_flags_response
-from productos._flags.service import FlagService, called_event_properties, flags_for_event
+from productos._flags.service import (
+    CalledEventDeduper,
+    FlagService,
+    called_event_properties,
+    flags_for_event,
+)
 from productos.errors import EventError
 from productos.flags import (
     EvaluationContext,
@@ -162,12 +167,24 @@ def test_no_event_when_not_asked(loaded):
 
 def test_deduplication_memory_is_bounded():
     harness = Harness(parse_definitions(DEFINITIONS))
-    harness.service.deduper._max = 100
+    harness.service.deduper = CalledEventDeduper(max_size=100)
     for i in range(1_000):
         harness.service.result("simple", ctx(distinct_id=f"user-{i}"))
-    assert len(harness.service.deduper._seen) == 100
+        assert len(harness.service.deduper) <= 100
+    assert len(harness.service.deduper) >= 50  # the most recent half at least
     harness.service.result("simple", ctx(distinct_id="user-0"))  # evicted long ago: sent again
+    harness.service.result("simple", ctx(distinct_id="user-999"))  # recent: no second event
     assert len(harness.events) == 1_001
+
+
+def test_a_key_read_again_is_remembered_across_generations():
+    deduper = CalledEventDeduper(max_size=4)
+    assert deduper.first_time("hot") and deduper.first_time("a")  # generation full: rotated
+    assert not deduper.first_time("hot")  # found in the previous one, moved to the current
+    assert deduper.first_time("b")  # the current one is full again: rotated
+    assert deduper.first_time("c") and deduper.first_time("d")  # ... and again
+    assert not deduper.first_time("c")
+    assert deduper.first_time("a")  # two generations ago: forgotten, sent again
 
 
 def test_flags_for_event_lists_active_flags_sorted(loaded):

@@ -7,10 +7,8 @@ fallback rules are tested without a client, threads or HTTP.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import threading
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import (
@@ -60,28 +58,39 @@ class FlagSet(NamedTuple):
 
 
 class CalledEventDeduper:
-    """Remembers which (person, flag, value, groups) already produced an event, boundedly."""
+    """Remembers which (person, flag, value, groups) already produced an event, boundedly.
+
+    Two generations of at most half the bound each: keys go into the current one, and when
+    it is full it becomes the previous one while the older is forgotten. A key found in the
+    previous generation moves to the current one, so what is read often stays remembered.
+    Each step is one dict operation, atomic under the GIL, so a flag read takes no lock: two
+    threads racing on one new key may both send its event, a harmless duplicate.
+    """
 
     def __init__(self, max_size: int = 50_000) -> None:
-        self._max = max_size
-        self._seen: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
-        self._lock = threading.Lock()  # held for one dict operation, never across work
+        self._half = max(1, max_size // 2)
+        self._current: Dict[Hashable, None] = {}
+        self._previous: Dict[Hashable, None] = {}
 
     def first_time(self, key: Hashable) -> bool:
-        """Return True the first time key is seen (recently); the oldest entries are evicted."""
-        with self._lock:
-            if key in self._seen:
-                self._seen.move_to_end(key)
-                return False
-            self._seen[key] = None
-            if len(self._seen) > self._max:
-                self._seen.popitem(last=False)
-            return True
+        """Return True the first time key is seen (recently)."""
+        current = self._current
+        if key in current:
+            return False
+        seen_before = key in self._previous
+        current[key] = None
+        if len(current) >= self._half:
+            self._previous = current
+            self._current = {}
+        return not seen_before
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
 
     def reset(self) -> None:
         """Forget everything (after fork, the child's events are its own)."""
-        self._seen = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._current = {}
+        self._previous = {}
 
 
 class Undecided:
