@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Tuple
 
 import pytest
@@ -134,3 +135,32 @@ def test_the_package_records_compare_by_value():
     spec_b = second.flags["f"].conditions[0].filters[0]
     assert spec_a is not spec_b and spec_a == spec_b
     assert first.flags["f"] != second.flags["f"]  # compiled flags compare by identity
+
+
+def test_a_slotted_record_keeps_its_attributes_in_the_object():
+    @record(frozen=True, slots=True)
+    class Spec:
+        key: str
+        texts: Tuple[str, ...] = ()
+
+    spec = Spec("plan", ("pro",))
+    if sys.version_info >= (3, 10):
+        assert not hasattr(spec, "__dict__") and Spec.__slots__ == ("key", "texts")
+    assert spec == Spec("plan", ("pro",)) and hash(spec) == hash(Spec("plan", ("pro",)))
+    assert dataclasses.replace(spec, key="country") == Spec("country", ("pro",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.key = "x"  # type: ignore[misc]
+
+
+def test_the_compiled_flags_the_evaluator_walks_carry_no_instance_dicts():
+    from productos._flags.compiler import parse_definitions
+
+    if sys.version_info < (3, 10):
+        pytest.skip("dataclasses make slots from Python 3.10")
+    body = {"flags": [{"key": "f", "active": True, "filters": {"groups": [{"properties": [
+        {"key": "plan", "value": ["pro"], "operator": "exact", "type": "person"}],
+        "rollout_percentage": 50}]}}]}
+    flag = parse_definitions(body).flags["f"]
+    spec = flag.conditions[0].filters[0]
+    for obj in (flag, flag.plan, flag.conditions[0], spec):
+        assert not hasattr(obj, "__dict__"), type(obj).__name__

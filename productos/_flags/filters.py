@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class FilterSpec:
     """Common part of every compiled filter: what the definition said, and why it is unusable."""
 
@@ -47,12 +47,12 @@ class FilterSpec:
     ]  # why local evaluation can never use this filter (unsupported_definition)
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class UnknownOperatorFilter(FilterSpec):
     """A filter whose operator this SDK does not know: always unsupported."""
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class PresenceFilter(FilterSpec):
     """is_set / is_not_set."""
 
@@ -65,7 +65,7 @@ EXACT_IN = 2  # list filter: membership of the lower-cased text
 EXACT_EQUALS = 3  # scalar filter: equality of the lower-cased text
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class ExactFilter(FilterSpec):
     """exact / is_not, compiled for the snapshot's property matching version."""
 
@@ -76,7 +76,7 @@ class ExactFilter(FilterSpec):
     text: str
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class TextFilter(FilterSpec):
     """icontains / starts_with / ends_with and their not_ forms (ASCII case-insensitive)."""
 
@@ -85,7 +85,7 @@ class TextFilter(FilterSpec):
     needle: str
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class RegexFilter(FilterSpec):
     """regex / not_regex."""
 
@@ -94,14 +94,14 @@ class RegexFilter(FilterSpec):
     spec: Optional[RegexSpec]  # None: invalid pattern, which matches nothing for both operators
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class NumericFilter(FilterSpec):
     """gt / gte / lt / lte against a finite number."""
 
     number: Optional[float]
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class DateFilter(FilterSpec):
     """is_date_before / is_date_after; relative dates are resolved at evaluation time."""
 
@@ -109,7 +109,7 @@ class DateFilter(FilterSpec):
     date: Optional[DateSpec]
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class SemverFilter(FilterSpec):
     """semver_* operators; ranges are kept as [lower, upper) bounds."""
 
@@ -118,7 +118,7 @@ class SemverFilter(FilterSpec):
     upper: Optional[SemverTuple]
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class CohortFilter(FilterSpec):
     """Membership of a cohort (operator exact/in = member, not_in = not a member)."""
 
@@ -128,7 +128,7 @@ class CohortFilter(FilterSpec):
     requires_server: Optional[str]  # why evaluating the cohort would need the server
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class FlagDependencyFilter(FilterSpec):
     """``flag_evaluates_to``: another flag's value, evaluated through ``chain`` first."""
 
@@ -136,7 +136,7 @@ class FlagDependencyFilter(FilterSpec):
     chain: Tuple[str, ...]
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class PropertyGroup:
     """A cohort's AND/OR tree. ``entries`` are (negated, group-or-filter) pairs."""
 

@@ -9,6 +9,7 @@ from productos._runtime.records import record
 
 __all__ = ["Payload", "decode_payload"]
 
+
 @record(frozen=True)
 class Payload:
     """A decoded payload. Containers are kept as JSON text so every caller gets a fresh copy."""

@@ -26,7 +26,7 @@ _SHORTHANDS = ("\\d", "\\D", "\\s", "\\S", "\\w", "\\W")
 _REPETITION_RE = re.compile(r"\{([0-9]+)(?:,([0-9]*))?\}")
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class RegexSpec:
     """A compiled pattern plus what the evaluator must check on each value before trusting it.
 

@@ -47,7 +47,7 @@ __all__ = [
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class Variant:
     """One multivariate variant and its bucket range [start, end)."""
 
@@ -57,7 +57,7 @@ class Variant:
     end: float
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class Holdout:
     """A holdout group: buckets at or below ``fraction`` get ``value`` (``holdout-<id>``)."""
 
@@ -68,7 +68,7 @@ class Holdout:
     value: str
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class Condition:
     """One release condition, in definition order."""
 
@@ -103,7 +103,7 @@ class ConditionPlan(NamedTuple):
     outside: Optional[FlagResult]  # matched but outside the rollout (there is a cut)
 
 
-@record(frozen=True)
+@record(frozen=True, slots=True)
 class FlagPlan:
     """A flag's evaluation plan; the results are those of value-only evaluations."""
 
@@ -120,7 +120,7 @@ class FlagPlan:
     not_enrolled: Optional[FlagResult]
 
 
-@record(frozen=True, eq=False)  # identity equality: cheap, and hashable despite the mappings
+@record(frozen=True, eq=False, slots=True)  # identity equality: cheap, hashable
 class CompiledFlag:
     """A flag ready for evaluation. ``local_problem`` says why it cannot be decided locally."""
 
