@@ -38,6 +38,7 @@ from productos._flags.arguments import check_flag_key
 from productos._flags.poller import SourceStatus
 from productos._flags.service import (
     UNDECIDED,
+    FlagService,
     Undecided,
     WouldWait,
     WrapperOfService,
@@ -167,7 +168,7 @@ class AsyncClient:
         """Evaluate one flag and return the full result: value, variant, payload and reason."""
         result = self._local_result(key, distinct_id, groups, person_properties,
                                     group_properties, device_id, only_evaluate_locally,
-                                    send_feature_flag_events)
+                                    send_feature_flag_events, disable_geoip)
         if not isinstance(result, Undecided):
             return result
         # The sync path does it all on a worker: the first-load wait, local evaluation again
@@ -189,9 +190,15 @@ class AsyncClient:
         if sync.disabled:
             return None
         try:
-            value = sync._flags.value_now(key, distinct_id, groups, person_properties,
-                                          group_properties, device_id, only_evaluate_locally,
-                                          send_feature_flag_events)
+            flags = sync._flags
+            if flags.__class__ is FlagService:  # value_now() without its frame
+                value = flags.value(key, distinct_id, groups, person_properties,
+                                    group_properties, device_id, only_evaluate_locally,
+                                    send_feature_flag_events, disable_geoip, False)
+            else:
+                value = flags.value_now(key, distinct_id, groups, person_properties,
+                                        group_properties, device_id, only_evaluate_locally,
+                                        send_feature_flag_events, disable_geoip)
         except Exception as exc:
             sync._flag_failed(exc, f"evaluating flag {describe(key)}")
             return None
@@ -350,7 +357,8 @@ class AsyncClient:
 
     def _local_result(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
                       group_properties: Any, device_id: Any, only_local: bool,
-                      send_event: bool) -> Union[FlagResult, Undecided, None]:
+                      send_event: bool, disable_geoip: Optional[bool] = None
+                      ) -> Union[FlagResult, Undecided, None]:
         """The answer local data gives at once (a FlagResult or None), or UNDECIDED."""
         sync = self.sync
         if sync.disabled:
@@ -358,7 +366,7 @@ class AsyncClient:
         try:
             key = check_flag_key(key)
             ctx = sync._flags.context(distinct_id, groups, person_properties,
-                                      group_properties, device_id, send_event)
+                                      group_properties, device_id, send_event, disable_geoip)
             return sync._flags.result_now(key, ctx, only_local=only_local,
                                           send_event=send_event, detail=True)
         except Exception as exc:

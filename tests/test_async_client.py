@@ -486,3 +486,33 @@ def test_hooks_see_each_flag_of_an_async_bulk_read_exactly_once(live_server):
         assert len(seen) == len(set(seen))
     finally:
         client.sync.shutdown(5)
+
+
+def test_a_local_read_sends_its_event_with_the_calls_own_geoip_setting(live_server):
+    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
+    client = AsyncClient("phc_async", host=live_server.url,
+                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
+    try:
+        assert client.sync.load_feature_flags()
+
+        async def reads() -> List[Any]:
+            return [
+                await client.get_feature_flag("simple", "geo-1", disable_geoip=False),
+                await client.feature_enabled("simple", "geo-2", disable_geoip=False),
+                await client.get_feature_flag_result("simple", "geo-3", disable_geoip=False),
+                await client.get_feature_flag("simple", "geo-4"),
+            ]
+
+        values = run(reads())
+        assert values[:2] == [True, True] and values[2].value is True and values[3] is True
+        assert client.sync.flush(5)
+        called = {e["distinct_id"]: e["properties"] for e in live_server.events
+                  if e["event"] == "$feature_flag_called"}
+        assert sorted(called) == ["geo-1", "geo-2", "geo-3", "geo-4"]
+        # geoip on for these calls: no $geoip_disable, as posthog sends them
+        assert [called[f"geo-{i}"].get("$geoip_disable") for i in (1, 2, 3)] == [None] * 3
+        assert called["geo-4"]["$geoip_disable"] is True  # the client's setting
+        assert live_server.requests_for("/flags/") == []  # all answered from local data
+        assert client._pool is None
+    finally:
+        client.sync.shutdown(5)

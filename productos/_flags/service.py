@@ -293,11 +293,12 @@ class FlagService:
 
     def value_now(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
                   group_properties: Any, device_id: Any, only_local: bool,
-                  send_event: bool) -> Union[bool, str, Undecided, None]:
+                  send_event: bool, disable_geoip: Any = None
+                  ) -> Union[bool, str, Undecided, None]:
         """:meth:`value` without waiting: UNDECIDED when the answer needs the first definitions
         load or the server (then call :meth:`value` where waiting is fine)."""
         return self.value(key, distinct_id, groups, person_properties, group_properties,
-                          device_id, only_local, send_event, None, False)
+                          device_id, only_local, send_event, disable_geoip, False)
 
     def result_now(self, key: str, ctx: EvaluationContext, *, only_local: bool = False,
                    send_event: bool = True, detail: bool = True) -> Union[FlagResult, Undecided]:
