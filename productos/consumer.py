@@ -37,6 +37,9 @@ log = logging.getLogger("productos")
 _local = threading.local()
 
 OVERFLOW_POLICIES = ("drop_new", "drop_old", "block")
+# A drain expected to take longer than this, one batch at a time, is spread over helper
+# threads (up to max_concurrent_requests); a quicker one is left to the worker alone.
+FAN_OUT_AFTER_SECONDS = 0.1
 
 # Room for the envelope around the events: api_key, sent_at and the JSON punctuation.
 _ENVELOPE_BYTES = 512
@@ -118,6 +121,9 @@ class Consumer:
         self.taken = 0  # items removed from the buffer by the sending side
         self.in_flight = 0
         self._last_ok = True
+        # Seconds one batch took to send, smoothed (None until one was sent): whether a
+        # backlog is worth spreading over several requests.
+        self._batch_seconds: Optional[float] = None
 
     # --- the caller's side ---------------------------------------------------------------
 
@@ -307,7 +313,8 @@ class Consumer:
                 stopping = self._stopping
             try:
                 # Several requests at once only when someone waits for the drain (flush,
-                # shutdown); steady traffic keeps one batch in flight and memory low.
+                # shutdown) and it would be slow one batch at a time; steady traffic keeps
+                # one batch in flight and memory low.
                 draining = stopping or ticket != self._flush_done
                 self._send_waiting(self._deadline if stopping else None, fan_out=draining)
             except Exception:  # the worker must never die, whatever a sender does
@@ -331,7 +338,7 @@ class Consumer:
         # One writer is enough for a sender that stores locally.
         concurrency = 1 if self._stores_locally() else self._max_concurrency
         if (fan_out and self._last_ok and concurrency > 1
-                and budget[0] > self._max_batch):
+                and budget[0] > self._max_batch and self._slow_to_drain(budget[0])):
             extra = min(concurrency - 1, budget[0] // self._max_batch)
             for index in range(extra):
                 thread = threading.Thread(target=self._helper_loop, args=(budget, deadline),
@@ -344,6 +351,16 @@ class Consumer:
         self._send_loop(budget, deadline, steady=not fan_out)
         for thread in helpers:
             thread.join()
+
+    def _slow_to_drain(self, count: int) -> bool:
+        """Whether sending count items one batch at a time would take long enough to be
+        worth helper threads. Each costs a thread and a request's memory; an endpoint that
+        takes batches in milliseconds drains a backlog sooner than they start."""
+        per_batch = self._batch_seconds
+        if per_batch is None:
+            return True  # nothing measured yet: spread it
+        batches = -(-count // self._max_batch)
+        return batches * per_batch > FAN_OUT_AFTER_SECONDS
 
     def _helper_loop(self, budget: List[int], deadline: Optional[float]) -> None:
         _local.consumer = self
@@ -364,6 +381,7 @@ class Consumer:
             batch = self._take_batch(budget)
             if not batch:
                 return
+            started = time.monotonic()
             try:
                 outcome = self._sender.send(batch, deadline)
             except Exception as exc:  # a Sender broke its contract; account, don't die
@@ -374,6 +392,9 @@ class Consumer:
                 self.in_flight -= len(batch)
             # Fan out again only once the endpoint is taking batches: no bursts at an outage.
             self._last_ok = not outcome.dropped
+            took = time.monotonic() - started
+            before = self._batch_seconds
+            self._batch_seconds = took if before is None else before + (took - before) / 4
             self._on_outcome(outcome)
 
     def _take_batch(self, budget: List[int]) -> List[bytes]:

@@ -288,6 +288,45 @@ def test_a_backlog_is_sent_over_several_requests_at_once():
     consumer.shutdown(5)
 
 
+class PeakConcurrency(RecordingSender):
+    """Records how many sends run at once; each takes ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.active = 0
+        self.peak = 0
+        self.guard = threading.Lock()
+
+    def send(self, items: Sequence[bytes], deadline: Optional[float] = None) -> BatchOutcome:
+        with self.guard:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            return super().send(items, deadline)
+        finally:
+            with self.guard:
+                self.active -= 1
+
+
+@pytest.mark.parametrize("delay, spread", [(0.0, False), (0.06, True)],
+                         ids=["quick-endpoint", "slow-endpoint"])
+def test_a_backlog_is_spread_over_requests_only_when_sending_it_alone_would_be_slow(
+        delay, spread):
+    sender, ledger = PeakConcurrency(delay), Ledger()
+    consumer = make(sender, ledger, flush_at=100_000, max_queue_size=100_000,
+                    max_batch_size=100, flush_interval=30, max_concurrent_requests=4)
+    consumer.put(item(-1))
+    assert consumer.flush(10)  # one batch sent: now the consumer knows how long one takes
+    assert sender.peak == 1
+    for i in range(600):  # six batches: 0.36 s one at a time against the slow endpoint
+        consumer.put(item(i))
+    assert consumer.flush(10)
+    assert (sender.peak > 1) is spread, sender.peak
+    assert len(sender.events) == 601 and consumer.in_flight == 0
+    consumer.shutdown(5)
+
+
 def test_unknown_overflow_policy_is_a_configuration_error():
     with pytest.raises(ValueError):
         make(RecordingSender(), Ledger(), on_full="drop_everything")
