@@ -17,8 +17,9 @@ The rules are those of PostHog's flags service as observed through its official 
 
 from __future__ import annotations
 
+from typing import Any
+
 from productos._flags.calls import evaluate, evaluate_all, evaluate_values, payload_of
-from productos._flags.compiler import parse_definitions
 from productos._flags.evaluations import FeatureFlagEvaluations
 from productos._flags.explain import explain
 from productos._flags.filters import FilterSpec
@@ -54,3 +55,16 @@ __all__ = [
     "parse_definitions",
     "payload_of",
 ]
+
+
+def parse_definitions(raw: Any) -> Snapshot:
+    """Compile a definitions response body into a Snapshot (see ``_flags.compiler``).
+
+    Bad data never raises: a body that is not an object gives an empty, unloaded snapshot,
+    and problems stay with the flag or section they concern.
+    """
+    # The compiler (the filter compiler, the regex analysis) is loaded by the first parse,
+    # not by ``import productos``: a process that evaluates no flag locally never needs it.
+    from productos._flags.compiler import parse_definitions as compile_definitions
+
+    return compile_definitions(raw)

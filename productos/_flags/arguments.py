@@ -7,11 +7,10 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from productos._capture.arguments import check_groups, check_mapping, distinct_id_or, to_id
 from productos._capture.events import describe
-from productos._flags.compiler import parse_definitions
 from productos._flags.snapshot import Snapshot
 from productos.context import DEVICE_IDS_IN_USE, current_scope
 from productos.errors import ConfigurationError, EventError
-from productos.flags import EvaluationContext, FlagResult
+from productos.flags import EvaluationContext, FlagResult, parse_definitions
 
 _NONE: Mapping[str, Any] = MappingProxyType({})
 _new_object = object.__new__

@@ -7,11 +7,13 @@ value already parsed, so evaluation only compares. Instances are immutable and s
 
 from __future__ import annotations
 
-from typing import Any, FrozenSet, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, FrozenSet, Optional, Tuple, Union
 
 from productos._flags.dates import DateSpec
-from productos._flags.regex_dialect import RegexSpec
 from productos._flags.semver import SemverTuple
+
+if TYPE_CHECKING:  # the regex analysis is part of the compiler, loaded on first parse
+    from productos._flags.regex_dialect import RegexSpec
 from productos._runtime.records import record
 
 __all__ = [

@@ -19,10 +19,10 @@ from productos._delivery.transport import (
     Transport,
     error_for,
 )
-from productos._flags.compiler import parse_definitions
 from productos._flags.snapshot import Snapshot
 from productos._runtime.records import record
 from productos.errors import ConfigurationError
+from productos.flags import parse_definitions
 
 __all__ = [
     "DefinitionsFetch", "DefinitionsRequester", "FetchOutcome", "classify_definitions",
