@@ -406,6 +406,24 @@ def test_evaluate_flags_asks_the_server_off_the_loop_with_per_call_geoip(
         False, False]
 
 
+@pytest.fixture
+def local_client(live_server):
+    """Make AsyncClients whose definitions (the sample set) are loaded: local data answers."""
+    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
+    made: List[AsyncClient] = []
+
+    def make(**kwargs: Any) -> AsyncClient:
+        client = AsyncClient("phc_async", host=live_server.url, flush_interval=0.05,
+                             personal_api_key=live_server.personal_api_key, **kwargs)
+        made.append(client)
+        assert client.sync.load_feature_flags()
+        return client
+
+    yield make
+    for client in made:
+        client.sync.shutdown(5)
+
+
 def _static_cohort_answer(seen: List[Dict[str, Any]]) -> Callable[[Dict[str, Any]],
                                                                    Tuple[int, Dict]]:
     def answer(body: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
@@ -417,32 +435,25 @@ def _static_cohort_answer(seen: List[Dict[str, Any]]) -> Callable[[Dict[str, Any
     return answer
 
 
-def test_a_bulk_read_local_data_cannot_finish_asks_the_server_once_from_a_worker(live_server):
-    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
+def test_a_bulk_read_local_data_cannot_finish_asks_the_server_once_from_a_worker(
+        live_server, local_client):
     seen: List[Dict[str, Any]] = []
     live_server.flags_handler = _static_cohort_answer(seen)
-    client = AsyncClient("phc_async", host=live_server.url,
-                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
-    loop_thread: List[int] = []
-    try:
-        assert client.sync.load_feature_flags()
+    client = local_client()
 
-        async def reads() -> List[Any]:
-            loop_thread.append(threading.get_ident())
-            values = await client.get_all_flags("user-1", person_properties={"plan": "pro"})
-            snapshot = await client.evaluate_flags("user-2", person_properties={"plan": "pro"})
-            return [values, snapshot]
+    async def reads() -> List[Any]:
+        values = await client.get_all_flags("user-1", person_properties={"plan": "pro"})
+        snapshot = await client.evaluate_flags("user-2", person_properties={"plan": "pro"})
+        return [values, snapshot]
 
-        values, snapshot = run(reads())
-        # Local answers and the server's, merged; one request per read, never a second one
-        # for a read begun inline and finished on the worker.
-        assert values["static-cohort"] is True and values["simple"] is True
-        assert values["beta"] is True
-        assert snapshot.is_enabled("static-cohort") and snapshot.get_flag("simple") is True
-        assert [body["distinct_id"] for body in seen] == ["user-1", "user-2"]
-        assert client._pool is not None  # the reads that had to wait ran on a worker
-    finally:
-        client.sync.shutdown(5)
+    values, snapshot = run(reads())
+    # Local answers and the server's, merged; one request per read, never a second one for a
+    # read begun inline and finished on the worker.
+    assert values["static-cohort"] is True and values["simple"] is True
+    assert values["beta"] is True
+    assert snapshot.is_enabled("static-cohort") and snapshot.get_flag("simple") is True
+    assert [body["distinct_id"] for body in seen] == ["user-1", "user-2"]
+    assert client._pool is not None  # the reads that had to wait ran on a worker
 
 
 def test_a_bulk_read_before_the_first_load_waits_on_a_worker_not_the_loop(live_server):
@@ -464,55 +475,44 @@ def test_a_bulk_read_before_the_first_load_waits_on_a_worker_not_the_loop(live_s
         client.sync.shutdown(5)
 
 
-def test_hooks_see_each_flag_of_an_async_bulk_read_exactly_once(live_server):
-    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
+def test_hooks_see_each_flag_of_an_async_bulk_read_exactly_once(local_client):
     seen: List[str] = []
 
     class Recording(productos.FlagHook):
         def after_evaluation(self, evaluation: Any, result: Any) -> None:
             seen.append(evaluation.key)
 
-    client = AsyncClient("phc_async", host=live_server.url, hooks=[Recording()],
-                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
-    try:
-        assert client.sync.load_feature_flags()
+    client = local_client(hooks=[Recording()])
 
-        async def read() -> Any:
-            return await client.get_all_flags_results("user-1", person_properties={"plan": "pro"},
-                                                      only_evaluate_locally=True)
+    async def read() -> Any:
+        return await client.get_all_flags_results("user-1", person_properties={"plan": "pro"},
+                                                  only_evaluate_locally=True)
 
-        results = run(read())
-        assert results and sorted(seen) == sorted(results)
-        assert len(seen) == len(set(seen))
-    finally:
-        client.sync.shutdown(5)
+    results = run(read())
+    assert results and sorted(seen) == sorted(results)
+    assert len(seen) == len(set(seen))
 
 
-def test_a_local_read_sends_its_event_with_the_calls_own_geoip_setting(live_server):
-    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
-    client = AsyncClient("phc_async", host=live_server.url,
-                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
-    try:
-        assert client.sync.load_feature_flags()
+def test_a_local_read_sends_its_event_with_the_calls_own_geoip_setting(live_server,
+                                                                       local_client):
+    client = local_client()
 
-        async def reads() -> List[Any]:
-            return [
-                await client.get_feature_flag("simple", "geo-1", disable_geoip=False),
-                await client.feature_enabled("simple", "geo-2", disable_geoip=False),
-                await client.get_feature_flag_result("simple", "geo-3", disable_geoip=False),
-                await client.get_feature_flag("simple", "geo-4"),
-            ]
+    async def reads() -> List[Any]:
+        return [
+            await client.get_feature_flag("simple", "geo-1", disable_geoip=False),
+            await client.feature_enabled("simple", "geo-2", disable_geoip=False),
+            await client.get_feature_flag_result("simple", "geo-3", disable_geoip=False),
+            await client.get_feature_flag("simple", "geo-4"),
+        ]
 
-        values = run(reads())
-        assert values[:2] == [True, True] and values[2].value is True and values[3] is True
-        assert client.sync.flush(5)
-        called = {e["distinct_id"]: e["properties"] for e in live_server.events
-                  if e["event"] == "$feature_flag_called"}
-        assert sorted(called) == ["geo-1", "geo-2", "geo-3", "geo-4"]
-        # geoip on for these calls: no $geoip_disable, as posthog sends them
-        assert [called[f"geo-{i}"].get("$geoip_disable") for i in (1, 2, 3)] == [None] * 3
-        assert called["geo-4"]["$geoip_disable"] is True  # the client's setting
-        assert live_server.requests_for("/flags/") == []  # all answered from local data
-        assert client._pool is None
-    finally:
-        client.sync.shutdown(5)
+    values = run(reads())
+    assert values[:2] == [True, True] and values[2].value is True and values[3] is True
+    assert client.sync.flush(5)
+    called = {e["distinct_id"]: e["properties"] for e in live_server.events
+              if e["event"] == "$feature_flag_called"}
+    assert sorted(called) == ["geo-1", "geo-2", "geo-3", "geo-4"]
+    # geoip on for these calls: no $geoip_disable, as posthog sends them
+    assert [called[f"geo-{i}"].get("$geoip_disable") for i in (1, 2, 3)] == [None] * 3
+    assert called["geo-4"]["$geoip_disable"] is True  # the client's setting
+    assert live_server.requests_for("/flags/") == []  # all answered from local data
+    assert client._pool is None
