@@ -121,9 +121,10 @@ class Consumer:
         self.taken = 0  # items removed from the buffer by the sending side
         self.in_flight = 0
         self._last_ok = True
-        # Seconds one batch took to send, smoothed (None until one was sent): whether a
-        # backlog is worth spreading over several requests.
-        self._batch_seconds: Optional[float] = None
+        # Seconds per event that sending has taken, smoothed (None until a batch was sent):
+        # whether a backlog is worth spreading over several requests. Per event, because the
+        # steady batches it is learnt from are smaller than a drain's.
+        self._seconds_per_item: Optional[float] = None
 
     # --- the caller's side ---------------------------------------------------------------
 
@@ -356,11 +357,12 @@ class Consumer:
         """Whether sending count items one batch at a time would take long enough to be
         worth helper threads. Each costs a thread and a request's memory; an endpoint that
         takes batches in milliseconds drains a backlog sooner than they start."""
-        per_batch = self._batch_seconds
-        if per_batch is None:
+        per_item = self._seconds_per_item
+        if per_item is None:
             return True  # nothing measured yet: spread it
-        batches = -(-count // self._max_batch)
-        return batches * per_batch > FAN_OUT_AFTER_SECONDS
+        # Learnt from smaller batches, the per-event cost includes more of each request's
+        # fixed cost than a drain's full batches pay: the estimate errs towards helpers.
+        return count * per_item > FAN_OUT_AFTER_SECONDS
 
     def _helper_loop(self, budget: List[int], deadline: Optional[float]) -> None:
         _local.consumer = self
@@ -392,9 +394,10 @@ class Consumer:
                 self.in_flight -= len(batch)
             # Fan out again only once the endpoint is taking batches: no bursts at an outage.
             self._last_ok = not outcome.dropped
-            took = time.monotonic() - started
-            before = self._batch_seconds
-            self._batch_seconds = took if before is None else before + (took - before) / 4
+            per_item = (time.monotonic() - started) / len(batch)
+            before = self._seconds_per_item
+            self._seconds_per_item = (per_item if before is None
+                                      else before + (per_item - before) / 4)
             self._on_outcome(outcome)
 
     def _take_batch(self, budget: List[int]) -> List[bytes]:

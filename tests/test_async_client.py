@@ -516,3 +516,30 @@ def test_a_local_read_sends_its_event_with_the_calls_own_geoip_setting(live_serv
     assert called["geo-4"]["$geoip_disable"] is True  # the client's setting
     assert live_server.requests_for("/flags/") == []  # all answered from local data
     assert client._pool is None
+
+
+def test_work_an_inline_read_schedules_may_wait_later(live_server, local_client):
+    # on_error runs inside the inline read; a task it starts runs after that read is over and
+    # may wait on the server like any sync read (it must not inherit "refusing to wait").
+    seen: List[Dict[str, Any]] = []
+    live_server.flags_handler = _static_cohort_answer(seen)
+    later: List[Any] = []
+    tasks: List[Any] = []
+
+    def on_error(exc: Exception, batch: Any) -> None:
+        async def read_later() -> None:
+            later.append(client.sync.get_all_flags("user-1", person_properties={"plan": "pro"}))
+
+        tasks.append(asyncio.get_running_loop().create_task(read_later()))
+
+    client = local_client(on_error=on_error)
+
+    async def reads() -> Any:
+        answer = await client.get_all_flags(None, person_properties={"plan": "pro"})  # no id
+        await asyncio.gather(*tasks)
+        return answer
+
+    assert run(reads()) is None
+    assert len(tasks) == 1 and later and later[0]["static-cohort"] is True
+    assert [body["distinct_id"] for body in seen] == ["user-1"]
+

@@ -327,6 +327,30 @@ def test_a_backlog_is_spread_over_requests_only_when_sending_it_alone_would_be_s
     consumer.shutdown(5)
 
 
+def test_a_backlog_bigger_than_the_batches_seen_so_far_is_judged_by_its_size():
+    class PerEvent(PeakConcurrency):
+        """Takes 0.2 ms per event: small steady batches are quick, a big backlog is not."""
+
+        def send(self, items: Sequence[bytes], deadline: Optional[float] = None
+                 ) -> BatchOutcome:
+            self.delay = 0.0002 * len(items)
+            return super().send(items, deadline)
+
+    sender, ledger = PerEvent(0.0), Ledger()
+    consumer = make(sender, ledger, flush_at=100_000, max_queue_size=100_000,
+                    max_batch_size=2_000, flush_interval=30, max_concurrent_requests=4)
+    for round_ in range(5):  # steady traffic: batches of 100, 20 ms each
+        for i in range(100):
+            consumer.put(item(round_ * 100 + i))
+        assert consumer.flush(10)
+    assert sender.peak == 1
+    for i in range(8_000):  # 1.6 s one batch at a time: helpers spread it
+        consumer.put(item(500 + i))
+    assert consumer.shutdown(1.5)
+    assert sender.peak > 1 and len(sender.events) == 8_500
+    assert ledger.refused == [] and all(not o.dropped for o in ledger.outcomes)
+
+
 def test_unknown_overflow_policy_is_a_configuration_error():
     with pytest.raises(ValueError):
         make(RecordingSender(), Ledger(), on_full="drop_everything")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 from typing import Any, Dict, List, Mapping
 
@@ -112,3 +115,24 @@ def test_cohorts_compile_together_before_the_first_flag(monkeypatch: Any) -> Non
     assert evaluate(snapshot, "a", EvaluationContext("u")).value is True
     assert len(groups) == 2  # cohort 7 and its nested group, all at once
     assert "7" in snapshot.cohorts and snapshot.errors == ()
+
+
+def test_the_compiler_loads_on_the_thread_that_builds_a_polling_client():
+    # Not at import (a process with no local evaluation never needs it), and not on the
+    # poller's thread (an import there could race a fork: see definitions_setup).
+    script = textwrap.dedent("""
+        import sys, threading
+        import productos
+        assert "productos._flags.compiler" not in sys.modules
+        plain = productos.Client("phc_x", send=False)
+        assert "productos._flags.compiler" not in sys.modules
+        polling = productos.Client("phc_x", send=False, host="http://127.0.0.1:9",
+                                   personal_api_key="phx_y", poll_interval=300)
+        assert "productos._flags.compiler" in sys.modules
+        polling.shutdown(1)
+        plain.shutdown(1)
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

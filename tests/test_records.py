@@ -40,7 +40,7 @@ def outcomes(decorate: Callable[..., Any], **options: Any) -> dict:
         "fields": [f.name for f in dataclasses.fields(a)],
         "replace": dataclasses.replace(a, y=5).y,
         "asdict": dataclasses.asdict(a),
-        "match_args": point.__match_args__,
+        "match_args": getattr(point, "__match_args__", None),  # Python 3.10+
     }
     if found["hashable"]:
         found["hash"] = hash(a) == hash(point(1, 2, "z", tags=("v",)))

@@ -8,6 +8,7 @@ for changes (hot reload).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import time
@@ -32,9 +33,19 @@ __all__ = ["FileWatch", "definitions_poller", "describe", "file_poller"]
 FILE_CHECK_INTERVAL = 2.0  # at most this long between two looks at a definitions file
 
 
+def _load_compiler_here() -> None:
+    # A poller parses on its own thread, and the definitions compiler is imported by the
+    # first parse. Importing it on that thread could race a fork (gunicorn --preload forks
+    # while the master's poller starts): the child would inherit the module's import lock held
+    # by a thread it does not have, and its own poller would wait on it for ever. The thread
+    # that builds the client imports it instead.
+    importlib.import_module("productos._flags.compiler")
+
+
 def definitions_poller(options: Any, transport: Transport, holder: SnapshotHolder[Snapshot]
                        ) -> Poller[Snapshot]:
     """The endpoint's poller: alone, or sharing through ``flag_definitions_cache``."""
+    _load_compiler_here()
     key = options.project_api_key or ""
     requester = DefinitionsRequester(transport, key, options.personal_api_key)
     setting = options.flag_definitions_cache
@@ -80,6 +91,7 @@ class FileWatch:
 def file_poller(path: str, holder: SnapshotHolder[Snapshot], interval: float
                 ) -> Poller[Snapshot]:
     """A poller that reloads a definitions file when it changes."""
+    _load_compiler_here()
     return Poller(FileWatch(path), parse_definitions, holder, Snapshot.empty(),
                   interval=min(interval, FILE_CHECK_INTERVAL), name="productos-file-watch")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from contextvars import ContextVar
+import threading
 from dataclasses import replace
 from typing import (
     Any,
@@ -63,8 +63,9 @@ class CalledEventDeduper:
     Two generations of at most half the bound each: keys go into the current one, and when
     it is full it becomes the previous one while the older is forgotten. A key found in the
     previous generation moves to the current one, so what is read often stays remembered.
-    Each step is one dict operation, atomic under the GIL, so a flag read takes no lock: two
-    threads racing on one new key may both send its event, a harmless duplicate.
+    Each step is one dict operation, atomic under the GIL, so a flag read takes no lock. The
+    races left only ever send an event twice, which is harmless: two threads may both find a
+    new key absent, and two rotating at once may forget one generation early.
     """
 
     def __init__(self, max_size: int = 50_000) -> None:
@@ -110,22 +111,29 @@ class WouldWait(BaseException):
     """
 
 
-_REFUSING_TO_WAIT: ContextVar[bool] = ContextVar("productos_refusing_to_wait", default=False)
+class _Refusal(threading.local):
+    active = False
+
+
+# Per thread, not a ContextVar: a task or callback created during the read (say by an on_error
+# handler) copies a context, and would keep refusing long after the read, then raise.
+_REFUSING_TO_WAIT = _Refusal()
 
 
 @contextlib.contextmanager
 def refusing_to_wait() -> Iterator[None]:
-    """Within it, a flag read that would wait raises :class:`WouldWait` instead.
+    """Within it, a flag read on this thread that would wait raises :class:`WouldWait`.
 
     For the AsyncClient: it runs a read inline on the event loop when local data answers it,
     and on a worker thread only when the read raised WouldWait. One evaluation either way
     for the common case, instead of a probe first and the read after it.
     """
-    token = _REFUSING_TO_WAIT.set(True)
+    before = _REFUSING_TO_WAIT.active
+    _REFUSING_TO_WAIT.active = True
     try:
         yield
     finally:
-        _REFUSING_TO_WAIT.reset(token)
+        _REFUSING_TO_WAIT.active = before
 
 
 class WrapperOfService:
@@ -316,7 +324,7 @@ class FlagService:
     def _current(self) -> Snapshot:
         snap = self._snapshot()
         if not snap.loaded and not self._waited:
-            if _REFUSING_TO_WAIT.get():
+            if _REFUSING_TO_WAIT.active:
                 raise WouldWait
             # Only the first call(s) wait, and only up to the configured budget.
             self._wait_ready(self._first_load_timeout)
@@ -325,7 +333,7 @@ class FlagService:
         return snap
 
     def _ask_server(self, ctx: EvaluationContext, keys: Optional[Sequence[str]]) -> RemoteFlags:
-        if _REFUSING_TO_WAIT.get():
+        if _REFUSING_TO_WAIT.active:
             raise WouldWait
         assert self._remote is not None  # every caller checked it
         return self._remote(ctx, keys)

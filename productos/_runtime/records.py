@@ -1,4 +1,4 @@
-"""``record``: a dataclass decorator that costs less at import, with the same behaviour.
+"""``record``: a dataclass decorator that costs less at import, with the same comparisons.
 
 ``dataclasses.dataclass`` compiles each method it writes with ``exec()`` when the class is
 defined. For a frozen class that is six methods (``__init__``, ``__repr__``, ``__eq__``,
@@ -9,7 +9,10 @@ one shared implementation that follows the dataclass rules: equality compares th
 marked ``compare`` and only between instances of the same class, the hash of an ``eq`` and
 ``frozen`` record is that of those fields, a mutable ``eq`` record is unhashable, and methods
 written in the class body are kept. The classes stay dataclasses: ``fields()``,
-``replace()`` and ``asdict()`` work on them.
+``replace()`` and ``asdict()`` work on them. Two differences remain. ``__dataclass_params__``
+reports ``eq`` and ``repr`` as False, since the standard decorator did not write them. And
+fields compare as a tuple, as dataclasses did before Python 3.13, so a field holding the same
+NaN object compares equal.
 
 ``slots=True`` is passed on where Python has it (3.10+): the flag evaluator walks thousands
 of compiled records per call, and an attribute kept in the object itself is one memory
