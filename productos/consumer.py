@@ -338,10 +338,15 @@ class Consumer:
         helpers: List[threading.Thread] = []
         # One writer is enough for a sender that stores locally.
         concurrency = 1 if self._stores_locally() else self._max_concurrency
-        if (fan_out and self._last_ok and concurrency > 1
-                and budget[0] > self._max_batch and self._slow_to_drain(budget[0])):
-            extra = min(concurrency - 1, budget[0] // self._max_batch)
-            for index in range(extra):
+
+        def spread() -> None:
+            """Start helpers when the rest of the backlog would be slow to send alone; asked
+            before each batch, so a drain that turns slow (retries, a slower endpoint) gets
+            them as soon as it does."""
+            if (helpers or not self._last_ok or budget[0] <= self._max_batch
+                    or not self._slow_to_drain(budget[0])):
+                return
+            for index in range(min(concurrency - 1, budget[0] // self._max_batch)):
                 thread = threading.Thread(target=self._helper_loop, args=(budget, deadline),
                                           name=f"{self._name}-drain-{index}", daemon=True)
                 try:
@@ -349,7 +354,10 @@ class Consumer:
                 except RuntimeError:  # no new threads at interpreter shutdown: go on alone
                     break
                 helpers.append(thread)
-        self._send_loop(budget, deadline, steady=not fan_out)
+
+        spreading = fan_out and concurrency > 1
+        self._send_loop(budget, deadline, steady=not fan_out,
+                        before_batch=spread if spreading else None)
         for thread in helpers:
             thread.join()
 
@@ -369,7 +377,8 @@ class Consumer:
         self._send_loop(budget, deadline)
 
     def _send_loop(self, budget: List[int], deadline: Optional[float],
-                   steady: bool = False) -> None:
+                   steady: bool = False,
+                   before_batch: Optional[Callable[[], None]] = None) -> None:
         while True:
             if (deadline is not None and time.monotonic() >= deadline
                     and not self._stores_locally()):
@@ -380,6 +389,8 @@ class Consumer:
                 # next one can spread the backlog over several requests.
                 self._wake.set()
                 return
+            if before_batch is not None:
+                before_batch()
             batch = self._take_batch(budget)
             if not batch:
                 return

@@ -351,6 +351,23 @@ def test_a_backlog_bigger_than_the_batches_seen_so_far_is_judged_by_its_size():
     assert ledger.refused == [] and all(not o.dropped for o in ledger.outcomes)
 
 
+def test_a_drain_that_turns_slow_gets_helpers_from_its_next_batch():
+    sender, ledger = PeakConcurrency(0.0), Ledger()
+    consumer = make(sender, ledger, flush_at=100_000, max_queue_size=100_000,
+                    max_batch_size=100, flush_interval=30, max_concurrent_requests=4)
+    consumer.put(item(-1))
+    assert consumer.flush(10)  # quick so far: a small backlog would not be spread
+    sender.delay = 0.15  # the endpoint slows down (say, it answers 503 and we back off)
+    for i in range(800):
+        consumer.put(item(i))
+    started = time.monotonic()
+    assert consumer.flush(10)
+    assert sender.peak > 1  # the first slow batch taught it; the rest went out in parallel
+    assert time.monotonic() - started < 8 * 0.15  # quicker than one batch at a time
+    assert len(sender.events) == 801
+    consumer.shutdown(5)
+
+
 def test_unknown_overflow_policy_is_a_configuration_error():
     with pytest.raises(ValueError):
         make(RecordingSender(), Ledger(), on_full="drop_everything")
