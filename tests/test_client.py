@@ -11,7 +11,7 @@ import pytest
 
 import productos
 from productos import errors
-from productos._capture.events import MAX_EVENT_BYTES, SYSTEM_PROPERTIES
+from productos._capture.events import MAX_EVENT_BYTES, system_properties
 from productos.testing import RecordingSender
 from productos.version import VERSION
 
@@ -64,7 +64,7 @@ def test_capture_builds_the_event_the_protocol_describes(client, sender):
     assert props["$lib_version"] == VERSION
     assert props["$geoip_disable"] is True
     assert props["$groups"] == {"company": "acme"}
-    for key, value in SYSTEM_PROPERTIES.items():
+    for key, value in system_properties().items():
         assert props[key] == value
 
 

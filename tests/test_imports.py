@@ -11,8 +11,10 @@ import productos
 # Optional extras and outer layers: a bare `import productos` (or a client) never loads them.
 OPTIONAL = ("django", "flask", "celery", "rest_framework", "redis", "re2", "sqlite3",
             "productos.cli", "productos.devserver", "productos.integrations")
-# Loaded when first needed (the first request, the first retry), so importing is quick.
-LAZY = ("requests", "backoff")
+# Loaded when first needed (the first request, the first retry, the first client, the first
+# definitions to parse), so importing is quick.
+LAZY = ("requests", "backoff", "platform", "uuid", "productos._flags.compiler",
+        "productos._flags.regex_dialect")
 
 
 def modules_loaded_by(code: str, names: Sequence[str]) -> List[str]:
@@ -69,3 +71,22 @@ def test_cli_prints_its_version():
                          text=True, timeout=60)
     assert out.returncode == 0
     assert out.stdout.strip() == f"productos {productos.__version__}"
+
+
+def test_uuid_objects_are_recognised_though_productos_does_not_import_uuid():
+    code = (
+        "import uuid, json, productos\n"
+        "from productos.testing import RecordingSender\n"
+        "c = productos.Client('phc_x', send=False)\n"
+        "u = uuid.UUID('0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b')\n"
+        "assert c.capture('e', distinct_id='d', uuid=u) == str(u)\n"
+        "seen = []\n"
+        "c2 = productos.Client('phc_x', before_send=lambda m: seen.append(m) or m, send=False)\n"
+        "assert c2.capture('e', distinct_id='d', properties={'id': u}) is not None\n"
+        "assert seen and seen[0]['properties']['$os'] and seen[0]['uuid']\n"
+        "c.shutdown(); c2.shutdown()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]

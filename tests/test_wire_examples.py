@@ -30,7 +30,7 @@ import pytest
 import responses
 
 import productos
-from productos._capture.events import SYSTEM_PROPERTIES
+from productos._capture.events import system_properties
 from productos.version import VERSION
 
 pytestmark = pytest.mark.timeout(10)
@@ -50,7 +50,7 @@ POSTHOG_ONLY_PROPERTIES = ("$is_server", "$os_distro")
 OUR_VALUES = {
     "$lib": "productos-python",
     "$lib_version": VERSION,
-    **{name: SYSTEM_PROPERTIES[name] for name in MACHINE_PROPERTIES},
+    **{name: system_properties()[name] for name in MACHINE_PROPERTIES},
 }
 
 

@@ -10,14 +10,13 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import functools
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
-import uuid as _uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
@@ -37,6 +36,8 @@ _UTC = _dt.timezone.utc
 
 def _os_version() -> str:
     """Return the OS version as posthog reports it (the distribution's on Linux)."""
+    import platform  # with system_properties(): not at import (see there)
+
     system: str = getattr(sys, "platform")  # noqa: B009 - read as data, not narrowed by mypy
     try:
         if system.startswith("linux"):
@@ -51,20 +52,24 @@ def _os_version() -> str:
     return platform.release()
 
 
-def _system_properties() -> Dict[str, Any]:
-    """Return the properties that describe this runtime, computed once at import."""
+@functools.cache
+def system_properties() -> Mapping[str, Any]:
+    """Return the properties that describe this runtime, computed once, by the first client.
+
+    Not at import: on Linux they read /etc/os-release, and ``platform`` costs more to import
+    than most of productos; a process that imports productos without sending pays neither.
+    """
+    import platform
+
     os_name = {"darwin": "Mac OS X", "win32": "Windows"}.get(sys.platform)
     if os_name is None:
         os_name = "Linux" if sys.platform.startswith("linux") else sys.platform
-    return {
+    return MappingProxyType({
         "$os": os_name,
         "$os_version": _os_version(),
         "$python_runtime": platform.python_implementation(),
         "$python_version": "{}.{}.{}".format(*sys.version_info[:3]),
-    }
-
-
-SYSTEM_PROPERTIES: Mapping[str, Any] = _system_properties()
+    })
 
 
 # --- identifiers and time -------------------------------------------------------------
@@ -119,13 +124,22 @@ def iso_utc_from_ns(now_ns: int) -> str:
     return "%s.%06d+00:00" % (prefix, now_ns % 1_000_000_000 // 1000)  # noqa: UP031
 
 
+def _is_uuid(value: Any) -> bool:
+    # The uuid module is not imported by productos up front: it imports platform, which costs
+    # more than most of productos. No value can be a UUID before someone has imported it.
+    module = sys.modules.get("uuid")
+    return module is not None and isinstance(value, module.UUID)
+
+
 def normalize_uuid(value: Any) -> Optional[str]:
     """Return the canonical form of a caller's uuid, or None when it is not a valid UUID."""
-    if isinstance(value, _uuid.UUID):
+    if _is_uuid(value):
         return str(value)
     if isinstance(value, str) and 32 <= len(value) <= 45:
+        import uuid  # only for a uuid the caller gave as text
+
         try:
-            return str(_uuid.UUID(value))
+            return str(uuid.UUID(value))
         except ValueError:
             return None
     return None
@@ -163,7 +177,7 @@ def _convert_scalar(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, (_dt.date, _dt.time)):
         return value.isoformat()
-    if isinstance(value, _uuid.UUID):
+    if _is_uuid(value):
         return str(value)
     if isinstance(value, decimal.Decimal):
         return float(value) if value.is_finite() else None
@@ -387,7 +401,7 @@ class EventBuilder:
                  on_invalid_uuid: Optional[Callable[[str, Any], None]] = None) -> None:
         self._on_invalid_uuid = on_invalid_uuid
         plain = base_properties(disable_geoip)
-        with_system = {**SYSTEM_PROPERTIES, **plain}
+        with_system = {**system_properties(), **plain}
         self._lib = {"$lib": LIB_NAME, "$lib_version": VERSION}
         self._super: Dict[str, Any] = dict(super_properties or {})
         self._defer = defer_constants
@@ -398,7 +412,7 @@ class EventBuilder:
         self._geoip = bool(disable_geoip)
         other = base_properties(not disable_geoip)
         self._other_plain = _envelope(other)
-        self._other_system = _envelope({**SYSTEM_PROPERTIES, **other})
+        self._other_system = _envelope({**system_properties(), **other})
 
     def draft(self, event: str, distinct_id: Optional[str],
               properties: Optional[Mapping[str, Any]], timestamp: Any = None,
@@ -515,7 +529,7 @@ def checked_hook_output(changed: Mapping[str, Any], uuid: str, timestamp: str) -
                          f"non-empty string")
     owner = message.get("distinct_id")
     if not isinstance(owner, str):
-        if isinstance(owner, bool) or not isinstance(owner, (int, _uuid.UUID)):
+        if isinstance(owner, bool) or not (isinstance(owner, int) or _is_uuid(owner)):
             raise EventError(f"before_send returned distinct_id={describe(owner)} for "
                              f"{name!r}; a distinct_id is a non-empty string")
         message["distinct_id"] = owner = str(owner)
