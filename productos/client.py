@@ -36,6 +36,7 @@ from productos._delivery.batch_sender import BatchSender, RetryPolicy
 from productos._delivery.outcome import DropReason
 from productos._delivery.transport import Transport, redact
 from productos._flags.arguments import flag_values, parse_given_definitions
+from productos._flags.called_events import flags_for_event
 from productos._flags.definitions_setup import definitions_poller, file_poller
 from productos._flags.definitions_setup import describe as describe_source
 from productos._flags.evaluations import FeatureFlagEvaluations
@@ -44,7 +45,7 @@ from productos._flags.listeners import FlagsChanged, FlagsChangedListeners
 from productos._flags.poller import Poller, SnapshotHolder, SourceState, SourceStatus
 from productos._flags.queries import FlagQueries
 from productos._flags.remote import RemoteFlags, RemoteFlagsRequester
-from productos._flags.service import FlagService, flags_for_event
+from productos._flags.service import FlagService
 from productos._flags.shapes import (
     capture_flag_properties,
     send_flags_options,

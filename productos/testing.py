@@ -309,7 +309,12 @@ class _TestModeFlags(WrapperOfService):
     def all_values(self, ctx: EvaluationContext, **kwargs: Any) -> Dict[str, Any]:
         kwargs["only_local"] = True
         values: Dict[str, Any] = dict(self.inner.all_values(ctx, **kwargs))
-        values.update({k: r.value for k, r in _overridden(kwargs.get("keys")).items()})
+        known_only = kwargs.get("known_only", False)
+        for key, result in _overridden(kwargs.get("keys")).items():
+            if result.value is None and known_only:
+                values.pop(key, None)  # overridden to unknown: left out, as unknowns are
+            else:
+                values[key] = result.value
         return values
 
     def evaluate_set(self, ctx: EvaluationContext, **kwargs: Any) -> Any:

@@ -173,37 +173,31 @@ def test_all_flags_reads_are_off_the_loop_and_concurrent(live_server, remote_cli
     assert_kept_ticking(lateness)
 
 
-def test_local_evaluation_answers_inline_without_the_server(live_server):
-    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
-    client = AsyncClient("phc_async", host=live_server.url,
-                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
-    try:
-        assert client.sync.load_feature_flags()
+def test_local_evaluation_answers_inline_without_the_server(live_server, local_client):
+    client = local_client()
 
-        async def reads() -> List[Any]:
-            return [
-                await client.feature_enabled("simple", "user-1"),
-                await client.get_feature_flag("off", "user-1"),
-                await client.get_feature_flag("beta", "user-1",
-                                              person_properties={"plan": "pro"}),
-                await client.get_feature_flag_payload("beta", "user-1",
-                                                      person_properties={"plan": "pro"}),
-                await client.get_feature_flag("multi", "user-1"),
-                (await client.get_all_flags("user-1", only_evaluate_locally=True) or {}).get(
-                    "simple"),
-            ]
+    async def reads() -> List[Any]:
+        return [
+            await client.feature_enabled("simple", "user-1"),
+            await client.get_feature_flag("off", "user-1"),
+            await client.get_feature_flag("beta", "user-1",
+                                          person_properties={"plan": "pro"}),
+            await client.get_feature_flag_payload("beta", "user-1",
+                                                  person_properties={"plan": "pro"}),
+            await client.get_feature_flag("multi", "user-1"),
+            (await client.get_all_flags("user-1", only_evaluate_locally=True) or {}).get(
+                "simple"),
+        ]
 
-        values = run(reads())
-        assert values[:4] == [True, False, True, {"color": "blue"}]
-        assert values[4] in ("control", "test") and values[5] is True
-        assert live_server.requests_for("/flags/") == []
-        assert client._pool is None  # answered on the loop: no worker was ever needed
-        assert client.sync.flush(5)
-        called = [e for e in live_server.events if e["event"] == "$feature_flag_called"]
-        assert {e["properties"]["$feature_flag"] for e in called} >= {"simple", "off", "beta"}
-        assert all(e["properties"]["locally_evaluated"] for e in called)
-    finally:
-        client.sync.shutdown(5)
+    values = run(reads())
+    assert values[:4] == [True, False, True, {"color": "blue"}]
+    assert values[4] in ("control", "test") and values[5] is True
+    assert live_server.requests_for("/flags/") == []
+    assert client._pool is None  # answered on the loop: no worker was ever needed
+    assert client.sync.flush(5)
+    called = [e for e in live_server.events if e["event"] == "$feature_flag_called"]
+    assert {e["properties"]["$feature_flag"] for e in called} >= {"simple", "off", "beta"}
+    assert all(e["properties"]["locally_evaluated"] for e in called)
 
 
 def test_first_definitions_load_does_not_block_the_loop(live_server):
@@ -354,32 +348,26 @@ def test_thirty_two_concurrent_reads_share_one_round_trip_without_pool_warnings(
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
 
 
-def test_evaluate_flags_and_named_keys_answer_inline_from_local_data(live_server):
-    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
-    client = AsyncClient("phc_async", host=live_server.url,
-                         personal_api_key=live_server.personal_api_key, flush_interval=0.05)
-    try:
-        assert client.sync.load_feature_flags()
+def test_evaluate_flags_and_named_keys_answer_inline_from_local_data(live_server, local_client):
+    client = local_client()
 
-        async def reads() -> List[Any]:
-            # "static-cohort" needs the server: reads that leave it out stay local.
-            snapshot = await client.evaluate_flags("user-1", person_properties={"plan": "pro"},
-                                                   flag_keys=["beta", "simple"])
-            named = await client.get_all_flags("user-1", flag_keys_to_evaluate=["simple"])
-            both = await client.get_all_flags_and_payloads(
-                "user-1", person_properties={"plan": "pro"}, only_evaluate_locally=True)
-            return [snapshot.is_enabled("beta"), snapshot.get_flag_payload("beta"), named, both]
-
-        enabled, payload, named, both = run(reads())
-        assert (enabled, payload, named) == (True, {"color": "blue"}, {"simple": True})
-        # The same shape as the sync client's (posthog's: payloads as JSON text).
-        assert both == client.sync.get_all_flags_and_payloads(
+    async def reads() -> List[Any]:
+        # "static-cohort" needs the server: reads that leave it out stay local.
+        snapshot = await client.evaluate_flags("user-1", person_properties={"plan": "pro"},
+                                               flag_keys=["beta", "simple"])
+        named = await client.get_all_flags("user-1", flag_keys_to_evaluate=["simple"])
+        both = await client.get_all_flags_and_payloads(
             "user-1", person_properties={"plan": "pro"}, only_evaluate_locally=True)
-        assert both["featureFlagPayloads"]["beta"] == '{"color": "blue"}'
-        assert live_server.requests_for("/flags/") == []
-        assert client._pool is None
-    finally:
-        client.sync.shutdown(5)
+        return [snapshot.is_enabled("beta"), snapshot.get_flag_payload("beta"), named, both]
+
+    enabled, payload, named, both = run(reads())
+    assert (enabled, payload, named) == (True, {"color": "blue"}, {"simple": True})
+    # The same shape as the sync client's (posthog's: payloads as JSON text).
+    assert both == client.sync.get_all_flags_and_payloads(
+        "user-1", person_properties={"plan": "pro"}, only_evaluate_locally=True)
+    assert both["featureFlagPayloads"]["beta"] == '{"color": "blue"}'
+    assert live_server.requests_for("/flags/") == []
+    assert client._pool is None
 
 
 def test_evaluate_flags_asks_the_server_off_the_loop_with_per_call_geoip(

@@ -10,13 +10,13 @@ from typing import Any, List, Optional, Sequence
 import pytest
 
 from productos._flags.arguments import evaluation_context
-from productos._flags.remote import RemoteFlags, parse_flags_response
-from productos._flags.service import (
+from productos._flags.called_events import (
     CalledEventDeduper,
-    FlagService,
     called_event_properties,
     flags_for_event,
 )
+from productos._flags.remote import RemoteFlags, parse_flags_response
+from productos._flags.service import FlagService
 from productos.errors import EventError
 from productos.flags import (
     EvaluationContext,
@@ -206,7 +206,7 @@ def test_called_event_for_a_remote_result_names_the_request(loaded):
 def test_internal_error_text_never_becomes_the_event_error():
     from dataclasses import replace
 
-    from productos._flags.service import called_event_error
+    from productos._flags.called_events import called_event_error
     from productos.flags import evaluate
 
     result = evaluate(parse_definitions(DEFINITIONS), "simple", ctx())

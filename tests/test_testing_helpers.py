@@ -141,6 +141,9 @@ def test_overrides_values_payloads_and_unknown():
             assert results["variant"].payload == {"x": 1}
             flags.set("real", None)  # as if it did not exist
             assert client.get_feature_flag("real", "u") is None
+            assert client.get_all_flags("u") == {"variant": "b"}  # unknown: left out
+            assert client.get_all_flags("u", flag_keys_to_evaluate=["real", "variant"]) == {
+                "variant": "b"}
             flags.remove("real")
             assert client.feature_enabled("real", "u") is True
             with pytest.raises(ValueError):

@@ -210,11 +210,7 @@ class FlagQueries:
         except Exception as exc:
             self._flag_failed(exc, "evaluating all flags")
             return None
-        # known_only already left the unknown values out of this call's own dict; a layer in
-        # front of the service (test overrides) may still add some.
-        if None in values.values():
-            return {key: value for key, value in values.items() if value is not None}
-        return values
+        return values  # known_only: the service and the layers in front leave unknowns out
 
     def get_all_flags_and_payloads(self, distinct_id: Any = None, *, groups: Any = None,
                                    person_properties: Any = None, group_properties: Any = None,

@@ -18,6 +18,9 @@ from productos._delivery.transport import FLAGS_PATH, Transport, error_for
 from productos._runtime.ratelog import RateLimitedLog
 from productos._runtime.records import record
 
+# The description of a remote result when the server gave no reason (left out of events).
+REMOTE_TEXT = "Evaluated by the server"
+
 log = logging.getLogger("productos")
 
 

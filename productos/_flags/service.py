@@ -15,34 +15,29 @@ from typing import (
     Any,
     Callable,
     Dict,
-    Hashable,
     Iterator,
-    List,
     Literal,
     Mapping,
     NamedTuple,
     Optional,
     Sequence,
-    Tuple,
     Union,
     overload,
 )
 
 from productos import flags
-from productos._flags.arguments import check_flag_key, evaluation_context
+from productos._flags.arguments import call_context, check_flag_key, evaluation_context
+from productos._flags.called_events import CalledEventDeduper, called_event_properties
 from productos._flags.calls import error_result
 from productos._flags.evaluator import STATELESS, new_evaluation, walk
 from productos._flags.forks import FORKS, PID_CHECK_EVERY
 from productos._flags.poller import SnapshotHolder
-from productos._flags.remote import RemoteFlags, decode_payload
+from productos._flags.remote import REMOTE_TEXT, RemoteFlags, decode_payload
 from productos._flags.results import CallContext, Context
 from productos._flags.snapshot import Snapshot
-from productos.context import DEVICE_IDS_IN_USE
 from productos.flags import EvaluationContext, FlagResult, InconclusiveReason, Reason, ReasonCode
 
 log = logging.getLogger("productos")
-
-_new_object = object.__new__
 
 RemoteCall = Callable[[EvaluationContext, Optional[Sequence[str]]], RemoteFlags]
 # emit_called(distinct_id, properties, groups[, disable_geoip]): the last argument is only
@@ -55,43 +50,6 @@ class FlagSet(NamedTuple):
 
     results: Dict[str, FlagResult]
     answer: Optional[RemoteFlags]
-
-
-class CalledEventDeduper:
-    """Remembers which (person, flag, value, groups) already produced an event, boundedly.
-
-    Two generations of at most half the bound each: keys go into the current one, and when
-    it is full it becomes the previous one while the older is forgotten. A key found in the
-    previous generation moves to the current one, so what is read often stays remembered.
-    Each step is one dict operation, atomic under the GIL, so a flag read takes no lock. The
-    races left only ever send an event twice, which is harmless: two threads may both find a
-    new key absent, and two rotating at once may forget one generation early.
-    """
-
-    def __init__(self, max_size: int = 50_000) -> None:
-        self._half = max(1, max_size // 2)
-        self._current: Dict[Hashable, None] = {}
-        self._previous: Dict[Hashable, None] = {}
-
-    def first_time(self, key: Hashable) -> bool:
-        """Return True the first time key is seen (recently)."""
-        current = self._current
-        if key in current:
-            return False
-        seen_before = key in self._previous
-        current[key] = None
-        if len(current) >= self._half:
-            self._previous = current
-            self._current = {}
-        return not seen_before
-
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
-
-    def reset(self) -> None:
-        """Forget everything (after fork, the child's events are its own)."""
-        self._current = {}
-        self._previous = {}
 
 
 class Undecided:
@@ -460,40 +418,6 @@ class FlagService:
             log.exception("productos: could not queue $feature_flag_called")
 
 
-def call_context(distinct_id: Any, groups: Any, person_properties: Any,
-                 group_properties: Any, device_id: Any, disable_geoip: Any) -> Context:
-    """``evaluation_context()``, made as the cheaper CallContext for the common calls.
-
-    The checks are the same: mappings of the right types are taken as they are. The public
-    EvaluationContext is made (by :func:`_public`) only if something outside the evaluator
-    needs it, such as the server or a hook. Raises EventError for bad arguments.
-    """
-    if (distinct_id.__class__ is str and distinct_id and device_id is None
-            and disable_geoip is None and not DEVICE_IDS_IN_USE[0]
-            and (person_properties is None or person_properties.__class__ is dict)
-            and (groups is None or groups.__class__ is dict)
-            and (group_properties is None or group_properties.__class__ is dict)):
-        call = _new_object(CallContext)
-        call.distinct_id = distinct_id
-        if person_properties is not None:
-            call.person_properties = person_properties
-        if groups is not None:
-            call.groups = groups
-            for k, v in groups.items():
-                if k.__class__ is not str or v.__class__ is not str:
-                    return evaluation_context(distinct_id, groups, person_properties,
-                                              group_properties, device_id, disable_geoip)
-        if group_properties is not None:
-            call.group_properties = group_properties
-            for k, v in group_properties.items():
-                if k.__class__ is not str or v.__class__ is not dict:
-                    return evaluation_context(distinct_id, groups, person_properties,
-                                              group_properties, device_id, disable_geoip)
-        return call
-    return evaluation_context(distinct_id, groups, person_properties, group_properties,
-                              device_id, disable_geoip)
-
-
 def _public(ctx: Context) -> EvaluationContext:
     """The EvaluationContext of a context, for what takes only that type."""
     return ctx.full() if isinstance(ctx, CallContext) else ctx
@@ -537,7 +461,7 @@ def remote_result(key: str, answer: RemoteFlags, local: Optional[FlagResult]) ->
     description = server_reason.get("description")
     if not isinstance(description, str) or not description:
         code = server_reason.get("code")
-        description = f"{_REMOTE_TEXT} ({code})" if isinstance(code, str) and code else _REMOTE_TEXT
+        description = f"{REMOTE_TEXT} ({code})" if isinstance(code, str) and code else REMOTE_TEXT
     return replace(
         base, value=value, variant=variant if enabled else None,
         payload=decode_payload(metadata.get("payload")) if enabled else None,
@@ -550,8 +474,6 @@ def remote_result(key: str, answer: RemoteFlags, local: Optional[FlagResult]) ->
     )
 
 
-_REMOTE_TEXT = "Evaluated by the server"
-
 
 def _remote_error(key: str, answer: RemoteFlags) -> Optional[str]:
     if answer.error:
@@ -561,66 +483,3 @@ def _remote_error(key: str, answer: RemoteFlags) -> Optional[str]:
     if key not in answer.flags:
         return "errors_while_computing_flags" if answer.errors_while_computing else "flag_missing"
     return None
-
-
-def called_event_properties(result: FlagResult, request_id: Optional[str],
-                            payload: Any = None) -> Dict[str, Any]:
-    """Return the properties of a ``$feature_flag_called`` event (protocol §5).
-
-    ``payload`` stands in for the result's when a value-only evaluation left that out.
-    """
-    props: Dict[str, Any] = {
-        "$feature_flag": result.key,
-        "$feature_flag_response": result.value,
-        f"$feature/{result.key}": result.value,
-        "locally_evaluated": result.locally_evaluated,
-    }
-    if result.payload is not None:
-        payload = result.payload
-    if payload is not None:
-        props["$feature_flag_payload"] = payload
-    if result.flag_id is not None:
-        props["$feature_flag_id"] = result.flag_id
-    if result.flag_version is not None:
-        props["$feature_flag_version"] = result.flag_version
-    # As posthog: only the server's own words (a local reason stays in the FlagResult).
-    description = result.reason.description
-    if (result.reason.code is ReasonCode.REMOTE and description
-            and not description.startswith(_REMOTE_TEXT)):
-        props["$feature_flag_reason"] = description
-    if request_id:
-        props["$feature_flag_request_id"] = request_id
-    error = called_event_error(result)
-    if error:
-        props["$feature_flag_error"] = error
-    return props
-
-
-_KNOWN_ERRORS = frozenset({
-    "flag_missing", "timeout", "connection_error", "quota_limited", "invalid_properties",
-    "errors_while_computing_flags", "local_evaluation_inconclusive",
-})
-
-
-def called_event_error(result: FlagResult) -> Optional[str]:
-    """Name what went wrong for a result, in the words of protocol §5 (None if nothing)."""
-    error = result.reason.error
-    if error:
-        if error in _KNOWN_ERRORS or error.startswith("api_error_"):
-            return error
-        return "unknown_error"  # an internal error's text stays in the reason, not the event
-    if result.value is None:
-        if result.reason.inconclusive is InconclusiveReason.FLAG_MISSING:
-            return "flag_missing"
-        return "local_evaluation_inconclusive"
-    return None
-
-
-def flags_for_event(values: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
-    """Return ``$feature/<key>`` properties and the sorted active keys for capture(flags=...).
-
-    ``values`` maps keys to flag values (True/False/variant, None when unknown).
-    """
-    props = {f"$feature/{key}": value for key, value in values.items() if value is not None}
-    active = sorted(key for key, value in values.items() if value not in (None, False))
-    return props, active
