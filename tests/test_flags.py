@@ -137,6 +137,78 @@ class TestHash:
         assert hashing._bucket_cost(hashing._sha1, rounds=4) > 0
 
 
+class TestDigestEdges:
+    """The evaluator compares digests with edges from ``digests_where`` instead of computing
+    each bucket; these pin that the comparison gives the float arithmetic's answer."""
+
+    @staticmethod
+    def digest_for(bucket_index: int, low_bits: int = 0, rest: bytes = bytes(12)) -> bytes:
+        return ((bucket_index << 4) | low_bits).to_bytes(8, "big") + rest
+
+    @staticmethod
+    def holds(relation: str, value: float, edge: float) -> bool:
+        if relation == ">":
+            return value > edge
+        if relation == ">=":
+            return value >= edge
+        return not value < edge
+
+    EDGES = (
+        [i / 100 for i in range(101)]
+        + [i / 1000 for i in range(0, 1001, 7)]
+        + [0.0, 1e-20, 1e-12, 0.1 + 0.2, 1 / 3, 2 / 3, 0.9999999999999999, 1.0]
+        + [-0.5, 1.5, 1e300, -1e300, float("inf"), float("-inf"), float("nan")]
+    )
+
+    @pytest.mark.parametrize("relation", [">", ">=", "!<"])
+    def test_a_digest_is_at_or_above_the_edge_exactly_when_its_bucket_satisfies_the_relation(
+        self, relation: str
+    ) -> None:
+        import random
+
+        from productos._flags.hashing import LONG_SCALE, bucket_of_digest, digests_where
+
+        rng = random.Random(relation)
+        checked = 0
+        for edge in self.EDGES:
+            first = digests_where(relation, edge)
+            # Around the edge's own bucket, plus the two ends of the range.
+            scaled = edge * LONG_SCALE
+            centre = 0
+            if scaled == scaled and abs(scaled) != float("inf"):
+                centre = min(max(int(scaled), 0), (1 << 60) - 1)
+            candidates = set(range(max(centre - 300, 0), min(centre + 300, 1 << 60)))
+            candidates |= {0, 1, (1 << 60) - 2, (1 << 60) - 1}
+            for index in candidates:
+                digest = self.digest_for(index, rng.randrange(16), rng.randbytes(12))
+                want = self.holds(relation, bucket_of_digest(digest), edge)
+                assert (digest >= first) == want, (relation, edge, index)
+                checked += 1
+        assert checked > 100_000
+
+    def test_the_edges_that_stand_for_every_digest_and_for_none(self) -> None:
+        from productos._flags.hashing import digests_where
+
+        every, none = b"", b"\xff" * 21
+        assert digests_where(">=", 0.0) == every
+        assert digests_where(">", -1.0) == every
+        assert digests_where(">", 1.0) == none
+        assert digests_where(">", float("nan")) == none
+        assert digests_where("!<", float("nan")) == every  # not (bucket < nan) always holds
+        assert self.digest_for((1 << 60) - 1, 15, b"\xff" * 12) < none
+
+    def test_real_digests_agree_with_flag_hash_at_a_rollout_edge(self) -> None:
+        from productos._flags.hashing import digests_where
+
+        cut = digests_where(">", 0.3)
+        outside = 0
+        for i in range(2000):
+            digest = hashlib.sha1(f"checkout.user-{i}".encode()).digest()
+            assert (digest >= cut) == (flag_hash("checkout", f"user-{i}") > 0.3)
+            outside += digest >= cut
+        assert 1200 < outside < 1600  # about 70 % outside a 30 % rollout
+
+
 # --- active, rollout, conditions -------------------------------------------------------------
 
 

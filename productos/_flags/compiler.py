@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, cast
 
 from productos._flags.filter_compiler import FilterCompiler, Malformed, is_number
 from productos._flags.filters import CohortFilter, FilterSpec, FlagDependencyFilter, PropertyGroup
-from productos._flags.hashing import key_hasher
+from productos._flags.hashing import digests_where, key_hasher
 from productos._flags.lazy import LazyFlags, LoadedOnce
 from productos._flags.payloads import Payload, decode_payload
 from productos._flags.results import InconclusiveReason
@@ -206,8 +206,10 @@ class Compiler(FilterCompiler):
             raise Malformed("holdout exclusion_percentage is not a number")
         # The server clamps rather than rejects out-of-range percentages.
         clamped = min(max(number, 0.0), 100.0)
+        fraction = clamped / 100
         return Holdout(
-            holdout_id, clamped, clamped / 100, clamped == 100.0, f"holdout-{holdout_id}"
+            holdout_id, clamped, fraction, clamped == 100.0, f"holdout-{holdout_id}",
+            digests_where(">", fraction),
         )
 
     def _payloads(self, raw: Any) -> Mapping[str, Payload]:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
 
 from productos._flags.dates import parse_date_value
 from productos._flags.filters import CohortFilter, FilterSpec, FlagDependencyFilter, PropertyGroup
-from productos._flags.hashing import HOLDOUT_HASHER, LONG_SCALE, bucket, first_64_bits
+from productos._flags.hashing import HOLDOUT_HASHER, bucket_of_digest
 from productos._flags.matchers import (
     ABSENT,
     CYCLE,
@@ -380,11 +380,17 @@ def walk(
         holdout = flag.holdout
         if holdout is not None:
             # Held-out values never reach the release conditions.
-            held = None if holdout.everyone else bucket(HOLDOUT_HASHER, bucketing)
-            if held is None or held <= holdout.fraction:
+            if holdout.everyone:
+                digest = None
+            else:
+                h = HOLDOUT_HASHER.copy()
+                h.update(bucketing.encode())
+                digest = h.digest()
+            if digest is None or digest < holdout.kept_from:
                 assert plan.held_out is not None
                 if tracer is None:
                     return plan.held_out
+                held = None if digest is None else bucket_of_digest(digest)
                 return tracer.decided(plan.held_out, bucket=held)
     if bucketing.__class__ is not str:
         bucketing = str(bucketing)
@@ -394,7 +400,7 @@ def walk(
     # Set together with the two above (read only when they are): the filter behind the doubt,
     # and the bucket that was outside the rollout.
     undecided_spec: Optional[FilterSpec]
-    out_bucket: float
+    out_bucket: Optional[float]
     for cond, mixed, probes, cut, matched, variants, outside in plan.conditions:
         cond_props = props
         if mixed:
@@ -478,15 +484,19 @@ def walk(
                 tracer.matched(cond, _switched(cond, mixed), None, cond.variant)
                 return tracer.decided(matched)
             subject = group_key if mixed else bucketing
+            # The bucket as a number only for an explanation: the plan's edges are digests.
             rolled: Optional[float] = None
             if cut is not None:
                 h = flag.hasher.copy()  # hashing.bucket(), inlined
                 h.update(subject.encode())
-                rolled = (first_64_bits(h.digest())[0] >> 4) / LONG_SCALE
-                if rolled > cut:
+                digest = h.digest()
+                if tracer is not None:
+                    rolled = bucket_of_digest(digest)
+                if digest >= cut:
                     assert outside is not None  # built whenever there is a cut
                     if tracer is not None:
-                        tracer.out_of_rollout(cond, _switched(cond, mixed), rolled)
+                        bucket_value = bucket_of_digest(digest)
+                        tracer.out_of_rollout(cond, _switched(cond, mixed), bucket_value)
                     if flag.early_exit:
                         # Properties matched and only the rollout excluded: later conditions
                         # cannot change the outcome, unless an earlier one was undecided.
@@ -503,18 +513,19 @@ def walk(
                 return tracer.decided(matched, bucket=rolled)
             h = flag.hasher.copy()
             h.update((subject + "variant").encode())
-            variant_bucket = (first_64_bits(h.digest())[0] >> 4) / LONG_SCALE
-            for start, end, result, name in variants:
-                if start <= variant_bucket < end:
+            digest = h.digest()
+            for first, past, result, variant in variants:
+                if first <= digest < past:
                     if tracer is None:
                         return result
                     tracer.matched(
-                        cond, _switched(cond, mixed), rolled, name, variant_bucket, (start, end)
-                    )
+                        cond, _switched(cond, mixed), rolled, variant.key,
+                        bucket_of_digest(digest), (variant.start, variant.end),
+                    )  # fmt: skip
                     return tracer.decided(result, bucket=rolled)
             if tracer is None:
                 return matched
-            tracer.matched(cond, _switched(cond, mixed), rolled, None, variant_bucket)
+            tracer.matched(cond, _switched(cond, mixed), rolled, None, bucket_of_digest(digest))
             return tracer.decided(matched, bucket=rolled)
         if tracer is not None:  # a filter did not match
             tracer.condition(cond, "no_match", _switched(cond, mixed))

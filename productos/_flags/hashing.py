@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import struct
@@ -48,7 +49,16 @@ def _fastest_sha1() -> Callable[[bytes], Any]:
 
 _sha1 = _fastest_sha1()
 
-__all__ = ["HOLDOUT_HASHER", "LONG_SCALE", "bucket", "first_64_bits", "flag_hash", "key_hasher"]
+__all__ = [
+    "HOLDOUT_HASHER",
+    "LONG_SCALE",
+    "bucket",
+    "bucket_of_digest",
+    "digests_where",
+    "first_64_bits",
+    "flag_hash",
+    "key_hasher",
+]
 
 LONG_SCALE = float(0xFFFFFFFFFFFFFFF)
 first_64_bits = struct.Struct(">Q").unpack_from  # the digest's first 8 bytes, big-endian
@@ -77,3 +87,58 @@ def bucket(hasher: Any, text: str) -> float:
     h.update(text.encode())
     high: int = first_64_bits(h.digest())[0]
     return (high >> 4) / LONG_SCALE
+
+
+def bucket_of_digest(digest: bytes) -> float:
+    """The bucket a sha1 digest stands for (what :func:`bucket` returns for it)."""
+    high: int = first_64_bits(digest)[0]
+    return (high >> 4) / LONG_SCALE
+
+
+_BUCKETS = 1 << 60  # buckets are the first 60 bits of the digest
+_NO_DIGEST = b"\xff" * 21  # above every 20-byte digest
+
+
+@functools.lru_cache(maxsize=4096)
+def digests_where(relation: str, edge: float) -> bytes:
+    """The smallest digest whose bucket stands in ``relation`` to ``edge``.
+
+    ``relation`` is ">", ">=" or "!<" (not below: ">=" except that a NaN edge holds for
+    every bucket, as ``not bucket < edge`` does).
+
+    A digest is at or above the returned bytes exactly when ``bucket_of_digest(digest)``
+    satisfies the relation, so the evaluator compares digests, which are already bytes,
+    instead of unpacking each into an int and dividing it into a float. The relations hold
+    for a contiguous upper range of buckets (the float arithmetic is monotonic), and the
+    boundary is found with the evaluator's own arithmetic, so the two agree bit for bit.
+    ``b""`` means every digest; 21 ``0xff`` bytes, none. Edges repeat across flags (50 %,
+    100 %), hence the cache.
+    """
+    def holds(n: int) -> bool:
+        value = n / LONG_SCALE
+        if relation == ">":
+            return value > edge
+        if relation == ">=":
+            return value >= edge
+        return not value < edge
+
+    # The exact boundary is within a rounding step (at most 128 buckets) of edge * 2**60.
+    try:
+        guess = min(max(int(edge * LONG_SCALE), 0), _BUCKETS)
+    except (OverflowError, ValueError):  # an infinite or NaN edge
+        guess = 0
+    low, high = max(guess - 256, 0), min(guess + 256, _BUCKETS)
+    if (low > 0 and holds(low - 1)) or (high < _BUCKETS and not holds(high)):
+        low, high = 0, _BUCKETS  # not bracketed after all: search every bucket
+    # Smallest n in [low, high] that holds, where high stands for "none" when it is 2**60.
+    while low < high:
+        middle = (low + high) // 2
+        if holds(middle):
+            high = middle
+        else:
+            low = middle + 1
+    if low == 0:
+        return b""
+    if low >= _BUCKETS:
+        return _NO_DIGEST
+    return (low << 4).to_bytes(8, "big") + bytes(12)

@@ -21,6 +21,7 @@ from productos._flags.filters import (
     FlagDependencyFilter,
     PropertyGroup,
 )
+from productos._flags.hashing import digests_where
 from productos._flags.matchers import Matcher, matcher_for
 from productos._flags.payloads import Payload
 from productos._flags.results import (
@@ -66,6 +67,7 @@ class Holdout:
     fraction: float
     everyone: bool
     value: str
+    kept_from: bytes  # holdout digests at or above it are not held out (bucket > fraction)
 
 
 @record(frozen=True, slots=True)
@@ -87,8 +89,9 @@ class Condition:
 # A filter as the evaluator runs it: (property key, the test for property filters or None for
 # cohort and dependency filters, the filter).
 Probe = Tuple[Any, Optional[Matcher], FilterSpec]
-# A variant as the evaluator picks it: (start, end, value-only result, variant key).
-VariantSlot = Tuple[float, float, FlagResult, str]
+# A variant as the evaluator picks it: the digests of its bucket range [first, past), its
+# value-only result, and the variant (for explanations).
+VariantSlot = Tuple[bytes, bytes, FlagResult, Variant]
 
 
 class ConditionPlan(NamedTuple):
@@ -97,7 +100,7 @@ class ConditionPlan(NamedTuple):
     condition: Condition
     mixed: bool  # about a group rather than the flag's own subject (mixed targeting)
     probes: Tuple[Probe, ...]
-    cut: Optional[float]  # the rollout threshold when below 100 % (else everyone is in)
+    cut: Optional[bytes]  # below 100 %: digests at or above it are outside the rollout
     matched: FlagResult  # matched with the override variant, or True
     variants: Optional[Tuple[VariantSlot, ...]]  # the variant comes from the bucket
     outside: Optional[FlagResult]  # matched but outside the rollout (there is a cut)
@@ -295,12 +298,14 @@ def _outside(flag: CompiledFlag, cond: Condition) -> FlagResult:
 def _condition_plan(flag: CompiledFlag, cond: Condition) -> ConditionPlan:
     probes = tuple([(spec.key, matcher_for(spec), spec) for spec in cond.filters])
     threshold = cond.threshold
-    cut = threshold if threshold is not None and threshold < 1.0 else None
+    cut = digests_where(">", threshold) if threshold is not None and threshold < 1.0 else None
     variants = None
     if not cond.variant and flag.variants:
-        variants = tuple(
-            [(v.start, v.end, _matched(flag, cond, v.key or True), v.key) for v in flag.variants]
-        )
+        variants = tuple([
+            (digests_where(">=", v.start), digests_where("!<", v.end),
+             _matched(flag, cond, v.key or True), v)
+            for v in flag.variants
+        ])  # fmt: skip
     return ConditionPlan(
         cond,
         cond.switches_group and cond.aggregation_index is not None,
