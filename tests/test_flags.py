@@ -151,7 +151,9 @@ class TestDigestEdges:
             return value > edge
         if relation == ">=":
             return value >= edge
-        return not value < edge
+        if relation == "!<":
+            return not value < edge
+        return not value <= edge
 
     EDGES = (
         [i / 100 for i in range(101)]
@@ -160,7 +162,7 @@ class TestDigestEdges:
         + [-0.5, 1.5, 1e300, -1e300, float("inf"), float("-inf"), float("nan")]
     )
 
-    @pytest.mark.parametrize("relation", [">", ">=", "!<"])
+    @pytest.mark.parametrize("relation", [">", ">=", "!<", "!<="])
     def test_a_digest_is_at_or_above_the_edge_exactly_when_its_bucket_satisfies_the_relation(
         self, relation: str
     ) -> None:
@@ -195,6 +197,8 @@ class TestDigestEdges:
         assert digests_where(">", 1.0) == none
         assert digests_where(">", float("nan")) == none
         assert digests_where("!<", float("nan")) == every  # not (bucket < nan) always holds
+        assert digests_where("!<=", float("nan")) == every
+        assert digests_where("!<=", 1.0) == none
         assert self.digest_for((1 << 60) - 1, 15, b"\xff" * 12) < none
 
     def test_real_digests_agree_with_flag_hash_at_a_rollout_edge(self) -> None:

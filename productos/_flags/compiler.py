@@ -209,7 +209,7 @@ class Compiler(FilterCompiler):
         fraction = clamped / 100
         return Holdout(
             holdout_id, clamped, fraction, clamped == 100.0, f"holdout-{holdout_id}",
-            digests_where(">", fraction),
+            digests_where("!<=", fraction),  # held out: bucket <= fraction
         )
 
     def _payloads(self, raw: Any) -> Mapping[str, Payload]:

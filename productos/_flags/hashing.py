@@ -103,8 +103,9 @@ _NO_DIGEST = b"\xff" * 21  # above every 20-byte digest
 def digests_where(relation: str, edge: float) -> bytes:
     """The smallest digest whose bucket stands in ``relation`` to ``edge``.
 
-    ``relation`` is ">", ">=" or "!<" (not below: ">=" except that a NaN edge holds for
-    every bucket, as ``not bucket < edge`` does).
+    ``relation`` is ">", ">=", "!<" or "!<=": the last two are ``not bucket < edge`` and
+    ``not bucket <= edge``, which differ from ">=" and ">" only for a NaN edge (they hold for
+    every bucket), so that each edge reproduces the expression it replaces exactly.
 
     A digest is at or above the returned bytes exactly when ``bucket_of_digest(digest)``
     satisfies the relation, so the evaluator compares digests, which are already bytes,
@@ -120,7 +121,9 @@ def digests_where(relation: str, edge: float) -> bytes:
             return value > edge
         if relation == ">=":
             return value >= edge
-        return not value < edge
+        if relation == "!<":
+            return not value < edge
+        return not value <= edge
 
     # The exact boundary is within a rounding step (at most 128 buckets) of edge * 2**60.
     try:

@@ -67,7 +67,7 @@ class Holdout:
     fraction: float
     everyone: bool
     value: str
-    kept_from: bytes  # holdout digests at or above it are not held out (bucket > fraction)
+    kept_from: bytes  # holdout digests below it are held out (their bucket <= fraction)
 
 
 @record(frozen=True, slots=True)
