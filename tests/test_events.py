@@ -33,6 +33,81 @@ def test_uuid7_is_a_valid_version_7_uuid_and_time_ordered():
     assert len(set(later)) == 100
 
 
+def test_uuid7_within_one_millisecond_shares_its_random_head_and_counts_up():
+    now_ns = 1_767_000_000_123_456_789
+    ids = [uuid7(now_ns) for _ in range(500)]
+    assert {i[:24] for i in ids} == {ids[0][:24]}  # time, version, rand_a, variant: drawn once
+    assert ids[0][:13] == "019b6968-467b"  # the millisecond 1767000000123 in hex
+    low = [int(i[24:], 16) for i in ids]
+    # The last 48 bits step by one (modulo 2**48), so no two ids of the process are equal.
+    assert all((b - a) % (1 << 48) >= 1 for a, b in zip(low, low[1:]))
+    assert len(set(ids)) == 500
+    for text in ids[:20]:
+        parsed = uuid_mod.UUID(text)
+        assert parsed.version == 7 and parsed.variant == uuid_mod.RFC_4122
+
+
+def test_uuid7_from_many_threads_at_once_never_repeats():
+    import threading
+
+    now_ns = 1_767_000_000_500_000_000  # every thread in the same millisecond
+    made: list = []
+    barrier = threading.Barrier(8)
+
+    def draw() -> None:
+        barrier.wait()
+        made.extend([uuid7(now_ns) for _ in range(2000)])
+
+    threads = [threading.Thread(target=draw) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 16_000
+    assert len(set(made)) == 16_000
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_its_own_uuid7_in_the_same_millisecond():
+    import os
+
+    now_ns = 1_767_000_000_900_000_000
+    before = uuid7(now_ns)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the at-fork hook has reseeded it
+        try:
+            os.write(write_end, uuid7(now_ns).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 100).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    parent_next = uuid7(now_ns)
+    assert len(child) == 36 and child != parent_next
+    assert parent_next[:24] == before[:24]  # the parent keeps its head for the millisecond
+    assert child[:24] != before[:24]  # the child drew a new one (2**26 possible heads)
+
+
+def test_with_crypto_uuids_every_id_draws_all_its_random_bits(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from productos._capture.events import uuid7\n"
+        "ids = [uuid7(1767000000123456789) for _ in range(50)]\n"
+        "print(len({i[:24] for i in ids}), len(set(ids)))\n"
+    )
+    env = {**os.environ, "PRODUCTOS_CRYPTO_UUIDS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    heads, unique = map(int, done.stdout.split())
+    assert unique == 50
+    assert heads > 40  # a fresh rand_a and variant bits per id, not one per millisecond
+
+
 @pytest.mark.parametrize("given, expected", [
     ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000001"),
     ("00000000000040008000000000000001", "00000000-0000-4000-8000-000000000001"),
