@@ -37,7 +37,7 @@ from productos._delivery.outcome import DropReason
 from productos._delivery.transport import Transport, redact
 from productos._flags.arguments import flag_values, parse_given_definitions
 from productos._flags.called_events import flags_for_event
-from productos._flags.definitions_setup import definitions_poller, file_poller
+from productos._flags.definitions_setup import definitions_poller, file_poller, load_compiler
 from productos._flags.definitions_setup import describe as describe_source
 from productos._flags.evaluations import FeatureFlagEvaluations
 from productos._flags.hooked import HookedFlags
@@ -299,6 +299,7 @@ class Client(ContextMethods, FlagQueries):
                 # Alone, or one poller for the fleet through flag_definitions_cache.
                 self._poller = definitions_poller(opts, self.transport, self._definitions)
                 self._poller.start()
+                load_compiler()  # while the first fetch is on the wire
                 wait_ready = self._poller.wait_ready
         self._flags = FlagService(
             snapshot=self._definitions.get,

@@ -19,6 +19,8 @@ from productos._capture.events import (
     dumps,
     format_timestamp,
     normalize_uuid,
+    parse_os_release,
+    system_properties,
     uuid7,
 )
 
@@ -236,6 +238,59 @@ def test_builder_precedence_and_system_properties():
     assert props["$session_id"] == "sess"
     assert props["$groups"] == {"company": "acme"}
     assert "$os" in props and "$python_version" in props
+
+
+def test_runtime_properties_are_those_the_platform_module_reports():
+    import platform
+    import sys
+
+    props = system_properties()
+    assert props["$python_runtime"] == platform.python_implementation()
+    assert props["$python_version"] == platform.python_version()
+    if sys.platform.startswith("linux"):
+        try:
+            expected = platform.freedesktop_os_release().get("VERSION_ID") or ""
+        except OSError:
+            expected = platform.release()
+        assert props["$os"] == "Linux"
+        assert props["$os_version"] == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('NAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n',
+     {"NAME": "Debian GNU/Linux", "VERSION_ID": "12", "ID": "debian"}),
+    ("VERSION_ID='22.04'\n", {"VERSION_ID": "22.04"}),
+    ('# a comment=1\n\nPRETTY_NAME="A \\"quoted\\" \\$name"\n',
+     {"PRETTY_NAME": 'A "quoted" $name'}),
+    ('VERSION_ID="3.19\nBAD LINE\n  INDENTED=1\nKEY = 2\n', {"VERSION_ID": '"3.19'}),
+    ("", {}),
+])
+def test_os_release_files_are_read_as_the_platform_module_reads_them(text, expected):
+    import platform
+
+    assert parse_os_release(text) == expected
+    if hasattr(platform, "_parse_os_release"):  # CPython's own reader, when it has one
+        reference = platform._parse_os_release(text.splitlines(keepends=True))
+        assert {k: reference[k] for k in expected} == expected
+        # Beyond what the text sets, CPython's reader only adds its defaults.
+        assert set(reference) - set(expected) <= {"NAME", "ID", "PRETTY_NAME"}
+
+
+def test_a_first_client_and_its_first_event_do_not_import_platform():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, productos\n"
+        "c = productos.Client('phc_x', send=False)\n"
+        "c.capture('e', distinct_id='u')\n"
+        "print('platform' in sys.modules, sorted(productos._capture.events.system_properties()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    imported, names = done.stdout.split(" ", 1)
+    assert names.strip() == "['$os', '$os_version', '$python_runtime', '$python_version']"
+    assert imported == ("True" if not sys.platform.startswith("linux") else "False")
 
 
 def test_builder_without_system_properties():

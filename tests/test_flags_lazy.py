@@ -120,15 +120,29 @@ def test_cohorts_compile_together_before_the_first_flag(monkeypatch: Any) -> Non
 def test_the_compiler_loads_on_the_thread_that_builds_a_polling_client():
     # Not at import (a process with no local evaluation never needs it), and not on the
     # poller's thread (an import there could race a fork: see definitions_setup).
+    # It loads after the poller has started, so the import overlaps the first fetch.
     script = textwrap.dedent("""
         import sys, threading
         import productos
+        seen = []
+
+        class Watch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "productos._flags.compiler":
+                    seen.append((threading.current_thread() is threading.main_thread(),
+                                 sorted(t.name for t in threading.enumerate())))
+                return None
+
+        sys.meta_path.insert(0, Watch())
         assert "productos._flags.compiler" not in sys.modules
         plain = productos.Client("phc_x", send=False)
         assert "productos._flags.compiler" not in sys.modules
         polling = productos.Client("phc_x", send=False, host="http://127.0.0.1:9",
                                    personal_api_key="phx_y", poll_interval=300)
         assert "productos._flags.compiler" in sys.modules
+        on_main, threads = seen[0]
+        assert len(seen) == 1 and on_main, seen
+        assert "productos-poller" in threads, threads
         polling.shutdown(1)
         plain.shutdown(1)
         print("ok")

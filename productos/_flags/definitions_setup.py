@@ -28,24 +28,31 @@ from productos._flags.source import (
 from productos.errors import ConfigurationError
 from productos.flags import parse_definitions
 
-__all__ = ["FileWatch", "definitions_poller", "describe", "file_poller"]
+__all__ = ["FileWatch", "definitions_poller", "describe", "file_poller", "load_compiler"]
 
 FILE_CHECK_INTERVAL = 2.0  # at most this long between two looks at a definitions file
 
 
-def _load_compiler_here() -> None:
-    # A poller parses on its own thread, and the definitions compiler is imported by the
-    # first parse. Importing it on that thread could race a fork (gunicorn --preload forks
-    # while the master's poller starts): the child would inherit the module's import lock held
-    # by a thread it does not have, and its own poller would wait on it for ever. The thread
-    # that builds the client imports it instead.
+def load_compiler() -> None:
+    """Import the definitions compiler on the calling thread; return when it is imported.
+
+    A poller parses on its own thread, and the first parse imports the compiler. Left to that
+    thread, the import could race a fork (gunicorn --preload forks while the master's poller
+    starts): the child would inherit the module's import lock held by a thread it does not
+    have, and its own poller would wait on it for ever. So the thread that builds the client
+    calls this before the constructor returns. It may do so after starting the poller: the
+    import then overlaps the first fetch, and if the poller reaches its parse first, this
+    waits until that thread's import is done, so no import is in progress once it returns.
+    """
     importlib.import_module("productos._flags.compiler")
 
 
 def definitions_poller(options: Any, transport: Transport, holder: SnapshotHolder[Snapshot]
                        ) -> Poller[Snapshot]:
-    """The endpoint's poller: alone, or sharing through ``flag_definitions_cache``."""
-    _load_compiler_here()
+    """The endpoint's poller: alone, or sharing through ``flag_definitions_cache``.
+
+    The caller starts it, then calls :func:`load_compiler` before handing the client over.
+    """
     key = options.project_api_key or ""
     requester = DefinitionsRequester(transport, key, options.personal_api_key)
     setting = options.flag_definitions_cache
@@ -91,7 +98,7 @@ class FileWatch:
 def file_poller(path: str, holder: SnapshotHolder[Snapshot], interval: float
                 ) -> Poller[Snapshot]:
     """A poller that reloads a definitions file when it changes."""
-    _load_compiler_here()
+    load_compiler()
     return Poller(FileWatch(path), parse_definitions, holder, Snapshot.empty(),
                   interval=min(interval, FILE_CHECK_INTERVAL), name="productos-file-watch")
 
