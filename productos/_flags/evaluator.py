@@ -487,7 +487,7 @@ def walk(
             # The bucket as a number only for an explanation: the plan's edges are digests.
             rolled: Optional[float] = None
             if cut is not None:
-                h = flag.hasher.copy()  # hashing.bucket(), inlined
+                h = flag.hasher.copy()  # the digest hashing.bucket() reads, inlined
                 h.update(subject.encode())
                 digest = h.digest()
                 if tracer is not None:

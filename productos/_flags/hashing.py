@@ -69,9 +69,7 @@ HOLDOUT_HASHER = _sha1(b"holdout-")
 
 def flag_hash(key: str, bucketing_value: str, salt: str = "") -> float:
     """The server's bucket in [0, 1]: first 60 bits of sha1(f"{key}.{bucketing_value}{salt}")."""
-    digest = _sha1(f"{key}.{bucketing_value}{salt}".encode()).digest()
-    high: int = first_64_bits(digest)[0]
-    return (high >> 4) / LONG_SCALE
+    return bucket_of_digest(_sha1(f"{key}.{bucketing_value}{salt}".encode()).digest())
 
 
 def key_hasher(key: str) -> Any:
@@ -85,8 +83,7 @@ def bucket(hasher: Any, text: str) -> float:
     # fresh sha1 over key + text, even for short keys).
     h = hasher.copy()
     h.update(text.encode())
-    high: int = first_64_bits(h.digest())[0]
-    return (high >> 4) / LONG_SCALE
+    return bucket_of_digest(h.digest())
 
 
 def bucket_of_digest(digest: bytes) -> float:
