@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import operator
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -145,15 +146,13 @@ class TestDigestEdges:
     def digest_for(bucket_index: int, low_bits: int = 0, rest: bytes = bytes(12)) -> bytes:
         return ((bucket_index << 4) | low_bits).to_bytes(8, "big") + rest
 
-    @staticmethod
-    def holds(relation: str, value: float, edge: float) -> bool:
-        if relation == ">":
-            return value > edge
-        if relation == ">=":
-            return value >= edge
-        if relation == "!<":
-            return not value < edge
-        return not value <= edge
+    # Each relation as the expression it stands for in the evaluator's float arithmetic.
+    RELATIONS = {
+        ">": operator.gt,  # outside a rollout: bucket > threshold
+        ">=": operator.ge,  # a variant's start <= bucket
+        "!<": lambda value, edge: not operator.lt(value, edge),  # a variant's bucket < end
+        "!<=": lambda value, edge: not operator.le(value, edge),  # held out: bucket <= fraction
+    }
 
     EDGES = (
         [i / 100 for i in range(101)]
@@ -183,7 +182,7 @@ class TestDigestEdges:
             candidates |= {0, 1, (1 << 60) - 2, (1 << 60) - 1}
             for index in candidates:
                 digest = self.digest_for(index, rng.randrange(16), rng.randbytes(12))
-                want = self.holds(relation, bucket_of_digest(digest), edge)
+                want = self.RELATIONS[relation](bucket_of_digest(digest), edge)
                 assert (digest >= first) == want, (relation, edge, index)
                 checked += 1
         assert checked > 100_000
