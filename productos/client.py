@@ -299,7 +299,11 @@ class Client(ContextMethods, FlagQueries):
                 # Alone, or one poller for the fleet through flag_definitions_cache.
                 self._poller = definitions_poller(opts, self.transport, self._definitions)
                 self._poller.start()
-                load_compiler()  # while the first fetch is on the wire
+                try:
+                    load_compiler()  # while the first fetch is on the wire
+                except BaseException:  # a broken install, or Ctrl-C: no poller outlives us
+                    self._poller.stop()
+                    raise
                 wait_ready = self._poller.wait_ready
         self._flags = FlagService(
             snapshot=self._definitions.get,

@@ -150,3 +150,35 @@ def test_the_compiler_loads_on_the_thread_that_builds_a_polling_client():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_constructor_that_fails_to_load_the_compiler_leaves_no_poller_running():
+    # The poller starts before the compiler is imported; if that import fails (a broken
+    # install, Ctrl-C), the client never existed and nothing may keep polling with the key.
+    script = textwrap.dedent("""
+        import sys, threading, time
+        import productos
+
+        class Broken:
+            def find_spec(self, name, path=None, target=None):
+                if name == "productos._flags.compiler":
+                    raise ImportError("simulated broken install")
+                return None
+
+        sys.meta_path.insert(0, Broken())
+        try:
+            productos.Client("phc_x", send=False, host="http://127.0.0.1:9",
+                             personal_api_key="phx_y", poll_interval=300)
+        except ImportError as exc:
+            print("raised", exc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                t.name == "productos-poller" for t in threading.enumerate()):
+            time.sleep(0.01)
+        print("pollers", sum(t.name == "productos-poller" for t in threading.enumerate()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["raised simulated broken install", "pollers 0"], (
+        done.stdout, done.stderr[-2000:])

@@ -44,7 +44,7 @@ _RUNTIME_NAMES = {"cpython": "CPython", "pypy": "PyPy", "ironpython": "IronPytho
 def parse_os_release(text: str) -> Dict[str, str]:
     """The KEY=value lines of an os-release file, unquoted (comments and junk skipped)."""
     fields: Dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # only newlines end a line (str.splitlines knows more)
         name, sep, value = line.partition("=")
         if not sep or not name or not (name.replace("_", "").isalnum() and name.isascii()):
             continue  # a comment, a blank line or not an assignment
@@ -66,10 +66,12 @@ def _os_version() -> str:
         # it), so a flags-only or first client does not import platform (about 1.3 ms).
         for path in _OS_RELEASE_PATHS:
             try:
-                with open(path, encoding="utf-8", errors="replace") as file:
+                with open(path, encoding="utf-8") as file:
                     return parse_os_release(file.read()).get("VERSION_ID") or ""
             except OSError:
                 continue
+            except ValueError:  # not UTF-8: no usable file, as for CPython's reader
+                break
         return os.uname().release  # no os-release file (some containers): the kernel's
     import platform  # elsewhere the platform module knows how to ask
 
@@ -135,7 +137,8 @@ if hasattr(os, "register_at_fork"):
 _time_ns = time.time_ns
 _ms: Tuple[int, str] = (-1, "")  # (epoch millisecond, the uuid7 text it starts), one tuple
 # uuid7's last 48 bits: a random start for this process plus a process-wide sequence
-# (next() on itertools.count is atomic, so threads never share a number).
+# (next() on itertools.count is one C call, atomic under the GIL: threads never share a
+# number; the random draws it replaces had no more protection on a free-threaded build).
 _start = _getrandbits(48)
 _sequence = itertools.count()
 _LOW_48 = 0xFFFFFFFFFFFF
