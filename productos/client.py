@@ -27,7 +27,7 @@ from typing import (
     cast,
 )
 
-from productos._capture import arguments, events
+from productos._capture import arguments, ids
 from productos._capture import exception_events as exceptions
 from productos._capture.arguments import timeout_arg
 from productos._capture.events import MAX_BATCH_BYTES, EventBuilder, describe
@@ -535,7 +535,7 @@ class Client(ContextMethods, FlagQueries):
         # any of them at the moment of fork. The counters start at zero: the parent's
         # events are the parent's, in the books as in the buffer.
         self._pipeline.pid = os.getpid()
-        events.reseed()  # the at-fork hook does this; a fork nobody announced needs it here
+        ids.reseed()  # the at-fork hook does this; a fork nobody announced needs it here
         self._ledger.reset_after_fork()
         self._consumer.reinit_after_fork()
         if self._poller is not None:

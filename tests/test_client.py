@@ -11,7 +11,8 @@ import pytest
 
 import productos
 from productos import errors
-from productos._capture.events import MAX_EVENT_BYTES, system_properties
+from productos._capture.events import MAX_EVENT_BYTES
+from productos._capture.runtime import system_properties
 from productos.testing import RecordingSender
 from productos.version import VERSION
 
@@ -503,12 +504,12 @@ def test_a_fork_nobody_announced_is_noticed_by_the_process_id(make_client, sende
 
 
 def test_a_fork_nobody_announced_draws_fresh_event_ids(make_client):
-    from productos._capture import events
+    from productos._capture import ids
 
     client = make_client()
-    state = events._random.getstate()
+    state = ids._random.getstate()
     parent = client.capture("parent", distinct_id="u")
-    events._random.setstate(state)  # a child's copy of the parent's generator
+    ids._random.setstate(state)  # a child's copy of the parent's generator
     client._pipeline.pid = -1  # ... in a process forked without at-fork hooks
     child = client.capture("child", distinct_id="u")
     assert parent is not None and child is not None

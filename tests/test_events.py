@@ -13,16 +13,9 @@ from types import MappingProxyType
 
 import pytest
 
-from productos._capture.events import (
-    MAX_DEPTH,
-    EventBuilder,
-    dumps,
-    format_timestamp,
-    normalize_uuid,
-    parse_os_release,
-    system_properties,
-    uuid7,
-)
+from productos._capture.events import MAX_DEPTH, EventBuilder, dumps
+from productos._capture.ids import format_timestamp, normalize_uuid, uuid7
+from productos._capture.runtime import parse_os_release, system_properties
 
 
 def test_uuid7_is_a_valid_version_7_uuid_and_time_ordered():
@@ -98,7 +91,7 @@ def test_with_crypto_uuids_every_id_draws_all_its_random_bits(tmp_path):
     import sys
 
     script = (
-        "from productos._capture.events import uuid7\n"
+        "from productos._capture.ids import uuid7\n"
         "ids = [uuid7(1767000000123456789) for _ in range(50)]\n"
         "print(len({i[:24] for i in ids}), len(set(ids)))\n"
     )
@@ -288,7 +281,7 @@ def test_a_first_client_and_its_first_event_do_not_import_platform():
         "import sys, productos\n"
         "c = productos.Client('phc_x', send=False)\n"
         "c.capture('e', distinct_id='u')\n"
-        "print('platform' in sys.modules, sorted(productos._capture.events.system_properties()))\n"
+        "print('platform' in sys.modules, sorted(productos._capture.runtime.system_properties()))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=True)

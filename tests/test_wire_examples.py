@@ -30,7 +30,7 @@ import pytest
 import responses
 
 import productos
-from productos._capture.events import system_properties
+from productos._capture.runtime import system_properties
 from productos.version import VERSION
 
 pytestmark = pytest.mark.timeout(10)

@@ -1,4 +1,4 @@
-"""Building event messages: ids, timestamps, property merging and JSON-safe serialisation.
+"""Building event messages: property merging and JSON-safe serialisation.
 
 Everything here is pure and runs on the caller's thread, so the common path is one
 ``json.dumps`` call in C; the slow sanitiser only runs when that call refuses the data.
@@ -10,18 +10,23 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
-import functools
-import itertools
 import json
 import math
 import os
-import random
-import sys
-import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
+from productos._capture.ids import (
+    format_timestamp,
+    is_uuid,
+    iso_utc_from_ns,
+    normalize_uuid,
+    personless_id,
+    time_ns,
+    uuid7,
+)
+from productos._capture.runtime import system_properties
 from productos.errors import EventError
 from productos.version import VERSION
 
@@ -31,199 +36,6 @@ MAX_BATCH_BYTES = 5 * 1024 * 1024
 # Deeper nesting than this is almost always a bug (or a cycle) and would blow the C stack
 # of json.dumps, so values below it are dropped by the sanitiser.
 MAX_DEPTH = 64
-
-_UTC = _dt.timezone.utc
-
-
-# Where the os-release file lives (os-release(5)): the first that exists is read.
-_OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
-_RUNTIME_NAMES = {"cpython": "CPython", "pypy": "PyPy", "ironpython": "IronPython",
-                  "jython": "Jython"}
-
-
-def parse_os_release(text: str) -> Dict[str, str]:
-    """The KEY=value lines of an os-release file, unquoted (comments and junk skipped)."""
-    fields: Dict[str, str] = {}
-    for line in text.split("\n"):  # only newlines end a line (str.splitlines knows more)
-        name, sep, value = line.partition("=")
-        if not sep or not name or not (name.replace("_", "").isalnum() and name.isascii()):
-            continue  # a comment, a blank line or not an assignment
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        if "\\" in value:  # the escapes the format allows inside quotes
-            import re
-
-            value = re.sub(r"\\([\\$\"'`])", r"\1", value)
-        fields[name] = value
-    return fields
-
-
-def _os_version() -> str:
-    """Return the OS version as posthog reports it (the distribution's on Linux)."""
-    system: str = getattr(sys, "platform")  # noqa: B009 - read as data, not narrowed by mypy
-    if system.startswith("linux"):
-        # /etc/os-release read directly (as `distro` and platform.freedesktop_os_release read
-        # it), so a flags-only or first client does not import platform (about 1.3 ms).
-        for path in _OS_RELEASE_PATHS:
-            try:
-                with open(path, encoding="utf-8") as file:
-                    return parse_os_release(file.read()).get("VERSION_ID") or ""
-            except OSError:
-                continue
-            except ValueError:  # not UTF-8: no usable file, as for CPython's reader
-                break
-        return os.uname().release  # no os-release file (some containers): the kernel's
-    import platform  # elsewhere the platform module knows how to ask
-
-    try:
-        if system == "darwin":
-            return platform.mac_ver()[0] or ""
-        if system.startswith("win"):
-            return platform.win32_ver()[0] or ""
-    except Exception:  # an odd system: the kernel's release, as before
-        pass
-    return platform.release()
-
-
-def _python_runtime() -> str:
-    """The interpreter's name as platform.python_implementation() gives it."""
-    known = _RUNTIME_NAMES.get(sys.implementation.name)
-    if known is not None:
-        return known
-    import platform  # an interpreter this table does not name
-
-    return platform.python_implementation()
-
-
-@functools.cache
-def system_properties() -> Mapping[str, Any]:
-    """Return the properties that describe this runtime, computed once, by the first client.
-
-    Not at import: on Linux they read /etc/os-release, which a process that imports productos
-    without sending never needs.
-    """
-    os_name = {"darwin": "Mac OS X", "win32": "Windows"}.get(sys.platform)
-    if os_name is None:
-        os_name = "Linux" if sys.platform.startswith("linux") else sys.platform
-    return MappingProxyType({
-        "$os": os_name,
-        "$os_version": _os_version(),
-        "$python_runtime": _python_runtime(),
-        "$python_version": "{}.{}.{}".format(*sys.version_info[:3]),
-    })
-
-
-# --- identifiers and time -------------------------------------------------------------
-
-# A generator of our own, so the application's random state is neither used nor disturbed.
-# A forked child reseeds it (the at-fork hook below, or the client's check for forks nobody
-# announced, as uWSGI's), so parent and child never draw the same ids.
-_CRYPTO = bool(os.environ.get("PRODUCTOS_CRYPTO_UUIDS"))
-_random = random.SystemRandom() if _CRYPTO else random.Random()
-_getrandbits = _random.getrandbits
-
-
-def reseed() -> None:
-    """Draw this process's ids from a fresh seed (in a forked child)."""
-    global _ms, _start
-    _random.seed()
-    # The parent's millisecond head and sequence start are not this process's.
-    _ms = (-1, "")
-    _start = _getrandbits(48)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=reseed)
-_time_ns = time.time_ns
-_ms: Tuple[int, str] = (-1, "")  # (epoch millisecond, the uuid7 text it starts), one tuple
-# uuid7's last 48 bits: a random start for this process plus a process-wide sequence
-# (next() on itertools.count is one C call, atomic under the GIL: threads never share a
-# number; the random draws it replaces had no more protection on a free-threaded build).
-_start = _getrandbits(48)
-_sequence = itertools.count()
-_LOW_48 = 0xFFFFFFFFFFFF
-_second: Tuple[int, str] = (-1, "")  # (epoch second, its ISO prefix), swapped as one tuple
-
-
-def uuid7(now_ns: Optional[int] = None) -> str:
-    """Return a new time-ordered UUID (version 7) as a string.
-
-    RFC 9562's "monotonic random" layout (§6.2, method 2): the 48-bit millisecond, the version,
-    12 random bits of rand_a, the variant and 14 random bits are drawn and formatted once per
-    millisecond; the last 48 bits are this process's random start plus a sequence number, so
-    ids are unique within the process and each costs one formatted integer, not three random
-    draws (capture() makes one per event). With ``PRODUCTOS_CRYPTO_UUIDS`` set, every id
-    draws all of its random bits from the system's generator instead.
-    """
-    global _ms
-    ms = (_time_ns() if now_ns is None else now_ns) // 1_000_000
-    if _CRYPTO:
-        stamp = "%012x" % (ms & _LOW_48)
-        return "%s-%s-7%03x-%04x-%012x" % (  # noqa: UP031
-            stamp[:8], stamp[8:], _getrandbits(12), 0x8000 | _getrandbits(14), _getrandbits(48))
-    cached_ms, head = _ms
-    if cached_ms != ms:
-        stamp = "%012x" % (ms & _LOW_48)
-        head = "%s-%s-7%03x-%04x-" % (  # noqa: UP031
-            stamp[:8], stamp[8:], _getrandbits(12), 0x8000 | _getrandbits(14))
-        _ms = (ms, head)
-    # %-formatting: quicker than an f-string with format specs, on every capture().
-    return "%s%012x" % (head, (_start + next(_sequence)) & _LOW_48)  # noqa: UP031
-
-
-def iso_utc_from_ns(now_ns: int) -> str:
-    """Return the ISO-8601 UTC form of an epoch time in nanoseconds, with microseconds.
-
-    The date-and-time prefix is formatted once per second; capture() calls this on the
-    caller's thread, where a full datetime round trip costs several times more.
-    """
-    global _second
-    seconds = now_ns // 1_000_000_000
-    cached_second, prefix = _second
-    if cached_second != seconds:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        _second = (seconds, prefix)
-    return "%s.%06d+00:00" % (prefix, now_ns % 1_000_000_000 // 1000)  # noqa: UP031
-
-
-def _is_uuid(value: Any) -> bool:
-    # The uuid module is not imported by productos up front: it imports platform, which costs
-    # more than most of productos. No value can be a UUID before someone has imported it.
-    module = sys.modules.get("uuid")
-    return module is not None and isinstance(value, module.UUID)
-
-
-def normalize_uuid(value: Any) -> Optional[str]:
-    """Return the canonical form of a caller's uuid, or None when it is not a valid UUID."""
-    if _is_uuid(value):
-        return str(value)
-    if isinstance(value, str) and 32 <= len(value) <= 45:
-        import uuid  # only for a uuid the caller gave as text
-
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            return None
-    return None
-
-
-def format_timestamp(value: Optional[Any] = None) -> str:
-    """Return an ISO-8601 UTC timestamp; naive datetimes are taken as UTC."""
-    if value is None:
-        return _dt.datetime.now(_UTC).isoformat()
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            return value.replace(tzinfo=_UTC).isoformat()
-        return value.astimezone(_UTC).isoformat()
-    if isinstance(value, _dt.date):
-        return _dt.datetime(value.year, value.month, value.day, tzinfo=_UTC).isoformat()
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return _dt.datetime.fromtimestamp(value, _UTC).isoformat()
-    if isinstance(value, str):
-        from dateutil.parser import isoparse  # imported late: most callers never pass strings
-
-        return format_timestamp(isoparse(value))
-    raise TypeError("timestamp must be a datetime, date, epoch seconds or ISO string")
 
 
 # --- JSON safety ----------------------------------------------------------------------
@@ -239,7 +51,7 @@ def _convert_scalar(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, (_dt.date, _dt.time)):
         return value.isoformat()
-    if _is_uuid(value):
+    if is_uuid(value):
         return str(value)
     if isinstance(value, decimal.Decimal):
         return float(value) if value.is_finite() else None
@@ -402,13 +214,6 @@ def base_properties(disable_geoip: bool) -> Dict[str, Any]:
     return props
 
 
-def personless_id() -> str:
-    """Return a fresh distinct id (a random UUID, version 4) for an event without a person."""
-    return "%08x-%04x-4%03x-%04x-%012x" % (  # noqa: UP031
-        _getrandbits(32), _getrandbits(16), _getrandbits(12), 0x8000 | _getrandbits(14),
-        _getrandbits(48))
-
-
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _encode_str: Callable[[str], str] = (getattr(json.encoder, "c_encode_basestring", None)
                                      or json.encoder.py_encode_basestring)
@@ -515,7 +320,7 @@ class EventBuilder:
             # sets: merge in full so that the precedence holds (splicing would repeat keys).
             props = {**envelope.constants, **props, **self._lib}
             envelope = _WHOLE
-        now_ns = _time_ns()
+        now_ns = time_ns()
         return _new_tuple(Draft, (
             event, distinct_id,
             iso_utc_from_ns(now_ns) if timestamp is None else format_timestamp(timestamp),
@@ -591,7 +396,7 @@ def checked_hook_output(changed: Mapping[str, Any], uuid: str, timestamp: str) -
                          f"non-empty string")
     owner = message.get("distinct_id")
     if not isinstance(owner, str):
-        if isinstance(owner, bool) or not (isinstance(owner, int) or _is_uuid(owner)):
+        if isinstance(owner, bool) or not (isinstance(owner, int) or is_uuid(owner)):
             raise EventError(f"before_send returned distinct_id={describe(owner)} for "
                              f"{name!r}; a distinct_id is a non-empty string")
         message["distinct_id"] = owner = str(owner)
