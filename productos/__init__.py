@@ -338,11 +338,12 @@ def get_feature_flag_result(key: str, distinct_id: Any = None,
                             only_evaluate_locally: bool = False,
                             send_feature_flag_events: bool = True,
                             disable_geoip: Optional[bool] = None,
-                            device_id: Optional[str] = None) -> Optional[FlagResult]:
+                            device_id: Optional[str] = None,
+                            detail: bool = True) -> Optional[FlagResult]:
     """Return a flag's full result (value, variant, payload, reason), with the default client."""
     return _default().get_feature_flag_result(  # type: ignore[no-any-return,unused-ignore]
         key, distinct_id, only_evaluate_locally=only_evaluate_locally,
-        send_feature_flag_events=send_feature_flag_events,
+        send_feature_flag_events=send_feature_flag_events, detail=detail,
         **_given(groups=groups, person_properties=person_properties,
                  group_properties=group_properties, disable_geoip=disable_geoip,
                  device_id=device_id))

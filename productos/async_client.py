@@ -163,12 +163,15 @@ class AsyncClient:
                                       group_properties: Any = None, device_id: Any = None,
                                       only_evaluate_locally: bool = False,
                                       send_feature_flag_events: bool = True,
-                                      disable_geoip: Optional[bool] = None
-                                      ) -> Optional[FlagResult]:
-        """Evaluate one flag and return the full result: value, variant, payload and reason."""
+                                      disable_geoip: Optional[bool] = None,
+                                      detail: bool = True) -> Optional[FlagResult]:
+        """Evaluate one flag and return the full result: value, variant, payload and reason.
+
+        ``detail=False``: as :meth:`Client.get_feature_flag_result`.
+        """
         result = self._local_result(key, distinct_id, groups, person_properties,
                                     group_properties, device_id, only_evaluate_locally,
-                                    send_feature_flag_events, disable_geoip)
+                                    send_feature_flag_events, disable_geoip, detail)
         if not isinstance(result, Undecided):
             return result
         # The sync path does it all on a worker: the first-load wait, local evaluation again
@@ -177,7 +180,8 @@ class AsyncClient:
             self.sync.get_feature_flag_result, key, distinct_id, groups=groups,
             person_properties=person_properties, group_properties=group_properties,
             device_id=device_id, only_evaluate_locally=only_evaluate_locally,
-            send_feature_flag_events=send_feature_flag_events, disable_geoip=disable_geoip))
+            send_feature_flag_events=send_feature_flag_events, disable_geoip=disable_geoip,
+            detail=detail))
 
     async def get_feature_flag(self, key: str, distinct_id: Any = None, *, groups: Any = None,
                                person_properties: Any = None, group_properties: Any = None,
@@ -357,8 +361,8 @@ class AsyncClient:
 
     def _local_result(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
                       group_properties: Any, device_id: Any, only_local: bool,
-                      send_event: bool, disable_geoip: Optional[bool] = None
-                      ) -> Union[FlagResult, Undecided, None]:
+                      send_event: bool, disable_geoip: Optional[bool] = None,
+                      detail: bool = True) -> Union[FlagResult, Undecided, None]:
         """The answer local data gives at once (a FlagResult or None), or UNDECIDED."""
         sync = self.sync
         if sync.disabled:
@@ -368,7 +372,7 @@ class AsyncClient:
             ctx = sync._flags.context(distinct_id, groups, person_properties,
                                       group_properties, device_id, send_event, disable_geoip)
             return sync._flags.result_now(key, ctx, only_local=only_local,
-                                          send_event=send_event, detail=True)
+                                          send_event=send_event, detail=detail)
         except Exception as exc:
             sync._flag_failed(exc, f"evaluating flag {describe(key)}")
             return None

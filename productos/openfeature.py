@@ -256,9 +256,10 @@ class ProductosProvider(AbstractProvider):
         try:
             # Boolean and string reads need no payload and no explanation: the value-only
             # evaluation (the one get_feature_flag makes) has the same value and reason.
-            result = self.client._flag_result(
-                key, args[0], args[1], args[2], args[3], args[4], False, True,
-                convert not in _VALUE_ONLY)
+            result = self.client.get_feature_flag_result(
+                key, args[0], groups=args[1], person_properties=args[2],
+                group_properties=args[3], device_id=args[4],
+                detail=convert not in _VALUE_ONLY)
         except Exception as exc:  # debug=True clients raise; OpenFeature wants a GENERAL error
             return _error(default, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
         return self._finish(key, default, result, convert)
@@ -278,7 +279,8 @@ class ProductosProvider(AbstractProvider):
         try:
             result = await self._async.get_feature_flag_result(
                 key, args[0], groups=args[1], person_properties=args[2],
-                group_properties=args[3], device_id=args[4])
+                group_properties=args[3], device_id=args[4],
+                detail=convert not in _VALUE_ONLY)
         except Exception as exc:
             return _error(default, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
         return self._finish(key, default, result, convert)

@@ -192,6 +192,37 @@ def test_flag_result_reason_prints_as_text_and_stays_typed():
         client.shutdown()
 
 
+def test_flag_result_without_detail_keeps_value_variant_and_reason_code():
+    # detail=False is the value-only evaluation (OpenFeature's boolean and string reads use
+    # it): the same answer and reason code, no payload, no explanation.
+    import asyncio
+
+    import productos
+
+    client = productos.Client("phc_test", flag_definitions=copy.deepcopy(DEFINITIONS),
+                              send=False)
+    try:
+        compared = 0
+        for key in ("beta", "multi", "off", "simple"):
+            for user in ("u1", "u2", "u3"):
+                args = dict(person_properties={"plan": "pro"}, send_feature_flag_events=False)
+                full = client.get_feature_flag_result(key, user, **args)
+                bare = client.get_feature_flag_result(key, user, detail=False, **args)
+                later = asyncio.run(productos.AsyncClient.wrapping(client)
+                                    .get_feature_flag_result(key, user, detail=False, **args))
+                assert full is not None and bare is not None
+                assert (bare.value, bare.variant, bare.reason.code) == (
+                    full.value, full.variant, full.reason.code)
+                assert later == bare
+                assert bare.payload is None and bare.reason.trace == ()
+                compared += 1
+        assert compared == 12
+        beta = client.get_feature_flag_result("beta", "u1", person_properties={"plan": "pro"})
+        assert beta is not None and beta.payload == {"color": "blue"} and beta.reason.trace
+    finally:
+        client.shutdown()
+
+
 def test_feature_flags_attribute_is_posthogs_list_and_can_be_assigned():
     import productos
 

@@ -82,3 +82,24 @@ def test_an_unannounced_fork_is_noticed_within_the_check_interval(live_server):
         assert client._pipeline.pid == os.getpid()
     finally:
         client.shutdown(2)
+
+
+def test_an_unannounced_fork_is_noticed_before_a_read_without_events_asks_the_server(
+        live_server):
+    # A value-only read checks the pid only every PID_CHECK_EVERY reads, unless it goes past
+    # the local walk: asking the server, or waiting for the first load, checks at once.
+    import productos
+
+    live_server.set_definitions(copy.deepcopy(DEFINITIONS))
+    client = productos.Client("phc_fork", host=live_server.url,
+                              personal_api_key=live_server.personal_api_key, send=False)
+    try:
+        assert client.get_feature_flag("simple", "u", send_feature_flag_events=False) is True
+        for key in ("beta", "no-such-flag"):  # beta is undecided without person properties
+            asked = len(live_server.requests_for("/flags/"))
+            client._pipeline.pid = -1  # as in a uWSGI worker: another pid, no at-fork hook ran
+            client.get_feature_flag(key, "u", send_feature_flag_events=False)
+            assert len(live_server.requests_for("/flags/")) == asked + 1, key
+            assert client._pipeline.pid == os.getpid(), key
+    finally:
+        client.shutdown(2)

@@ -50,11 +50,17 @@ class FlagQueries:
                                 person_properties: Any = None, group_properties: Any = None,
                                 device_id: Any = None, only_evaluate_locally: bool = False,
                                 send_feature_flag_events: bool = True,
-                                disable_geoip: Optional[bool] = None) -> Optional[FlagResult]:
-        """Evaluate one flag and return the full result: value, variant, payload and reason."""
+                                disable_geoip: Optional[bool] = None,
+                                detail: bool = True) -> Optional[FlagResult]:
+        """Evaluate one flag and return the full result: value, variant, payload and reason.
+
+        ``detail=False`` leaves out the payload and the reason's explanation (its
+        description, bucket and trace) and keeps the value, variant and reason code: the
+        evaluation ``get_feature_flag`` makes, at about half the cost of a detailed one.
+        """
         return self._flag_result(key, distinct_id, groups, person_properties, group_properties,
                                  device_id, only_evaluate_locally, send_feature_flag_events,
-                                 True, disable_geoip)
+                                 detail, disable_geoip)
 
     def _flag_result(self, key: Any, distinct_id: Any, groups: Any, person_properties: Any,
                      group_properties: Any, device_id: Any, only_local: bool, send_event: bool,

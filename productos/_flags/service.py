@@ -216,6 +216,8 @@ class FlagService:
         snap = self._snapshot() if holder is None else holder.current
         flag = snap.lookup(key)  # None: not loaded, no such flag, or not compiled yet
         if flag is None:
+            if not send_event:  # the general path may wait on a lock or ask the server
+                self.fork_check()
             if not wait:
                 found = self.result_now(key, _public(ctx), only_local=only_local,
                                         send_event=send_event, detail=False)
@@ -230,6 +232,8 @@ class FlagService:
         if result.value is None and not only_local and self._remote is not None:
             if not wait:
                 return UNDECIDED
+            if not send_event:  # checked above when it sends
+                self.fork_check()
             answer = self._ask_server(_public(ctx), [key])
             result = remote_result(key, answer, result)
             if send_event:

@@ -27,6 +27,7 @@ from typing import (
     Union,
 )
 
+from productos._flags.cache_setup import check_cache_setting
 from productos._runtime import compat as _compat
 from productos._runtime.hosts import normalize_host
 from productos._runtime.records import record
@@ -263,8 +264,6 @@ def _check_hooks(hooks: Any) -> None:
 
 def _check_flag_definitions_cache(value: Any) -> None:
     if value is not None:
-        from productos._flags.cache_setup import check_cache_setting
-
         check_cache_setting(value)
 
 

@@ -30,6 +30,7 @@ import inspect
 import logging
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, MutableMapping, Optional
 
+import productos
 from productos.async_client import AsyncClient
 from productos.integrations._common import (
     DISTINCT_ID_HEADER,
@@ -47,6 +48,7 @@ from productos.integrations._common import (
     open_request_context,
     report_internal_error,
 )
+from productos.signals import auto_install
 
 __all__ = ["AsyncRequestClient", "PosthogASGIMiddleware", "ProductosMiddleware",
            "productos_flags", "request_flags"]
@@ -163,9 +165,7 @@ class ProductosMiddleware:
         given = self._given
         try:
             if given is None and self._config["enabled"]:
-                import productos
-
-                given = productos._default()  # posthog's middleware also uses the global one
+                given = productos.setup()  # posthog's middleware also uses the global one
             if isinstance(given, AsyncClient):
                 self._async, sync = given, given.sync
             elif given is not None:
@@ -233,8 +233,6 @@ class ProductosMiddleware:
             if message.get("type") == "lifespan.startup":
                 seen.append(message)
                 with guard("installing the SIGTERM drain at startup"):
-                    from productos.signals import auto_install
-
                     # The server installed its own handlers by now; ours runs first, then
                     # hands the signal on (gunicorn --preload workers get it here too).
                     auto_install()
@@ -257,8 +255,6 @@ class ProductosMiddleware:
             await self._own_lifespan(receive, send, started=bool(seen))
 
     async def _own_lifespan(self, receive: Receive, send: Send, started: bool) -> None:
-        from productos.signals import auto_install
-
         while True:
             if started:  # the app took the startup message before it gave up
                 message: Message = {"type": "lifespan.startup"}
@@ -277,11 +273,9 @@ class ProductosMiddleware:
 
     async def drain(self) -> bool:
         """Send what the client queued (shut it down if this middleware created it)."""
-        if self._settings is None and self._given is None:
-            import productos
-
-            if productos.default_client is None:  # nothing made, so nothing queued
-                return True
+        if (self._settings is None and self._given is None
+                and productos.default_client is None):  # nothing made, so nothing queued
+            return True
         if not self.settings.active:  # resolves the client when no request came before
             return True
         client = self._async

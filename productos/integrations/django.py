@@ -44,6 +44,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple, Union
 
+import productos
 from productos.integrations._common import (
     INERT,
     IntegrationSettings,
@@ -117,12 +118,11 @@ def merged_settings(config: Mapping[str, Any], source: Any) -> Dict[str, Any]:
     for posthog_name, key in POSTHOG_SETTINGS:
         if key not in merged and hasattr(source, posthog_name):
             merged[key] = getattr(source, posthog_name)
-    if merged.get("CLIENT") is None and merged.get("API_KEY") is None:
-        import productos  # the package itself: its module-level (posthog-style) client
-
-        if (productos.default_client is not None
-                or productos.project_api_key or productos.api_key):
-            merged["CLIENT"] = productos.setup()
+    # No client named: the package's module-level (posthog-style) client, if configured.
+    if (merged.get("CLIENT") is None and merged.get("API_KEY") is None
+            and (productos.default_client is not None
+                 or productos.project_api_key or productos.api_key)):
+        merged["CLIENT"] = productos.setup()
     return merged
 
 

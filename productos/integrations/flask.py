@@ -28,6 +28,7 @@ import logging
 import sys
 from typing import Any, Callable, Dict, Mapping, Optional, cast
 
+import productos
 from productos.integrations._common import (
     DISTINCT_ID_HEADER,
     INERT,
@@ -155,8 +156,6 @@ def _autocapture_setting(config: Mapping[str, Any]) -> bool:
 
 def _module_client() -> Any:
     """Return the module-level client if the application configured one (else None)."""
-    import productos  # the package: its module-level (posthog-style) client
-
     if productos.default_client is not None or productos.project_api_key or productos.api_key:
         return productos.setup()
     return None

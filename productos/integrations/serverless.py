@@ -126,7 +126,7 @@ class _Drained:
         if not self.capture_exceptions:
             return
         try:
-            target = self.client if self.client is not None else productos._default()
+            target = self.client if self.client is not None else productos.setup()
             target.capture_exception(exc, handled=False, mechanism="serverless")
         except Exception:
             log.exception("productos: could not capture the handler's exception")
