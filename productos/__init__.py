@@ -79,6 +79,7 @@ from productos.flags import (
     InconclusiveReason,
     Reason,
     ReasonCode,
+    TraceOutcome,
 )
 from productos.signals import install_sigterm_handler
 from productos.types import JSON, ExceptionArg
@@ -134,6 +135,7 @@ __all__ = [
     "SourceState",
     "SourceStatus",
     "SpoolFullError",
+    "TraceOutcome",
     "TransportError",
     "UnserializableEventError",
     "__version__",

@@ -32,6 +32,7 @@ from productos._flags.results import (
     InconclusiveReason,
     Reason,
     ReasonCode,
+    TraceOutcome,
 )
 from productos._flags.snapshot import CompiledFlag, Snapshot
 
@@ -47,6 +48,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "Snapshot",
+    "TraceOutcome",
     "evaluate",
     "evaluate_all",
     "evaluate_values",

@@ -315,13 +315,17 @@ def test_the_constructor_is_the_clients():
 
 
 def test_reads_in_flight_when_shutdown_comes_still_answer(live_server, remote_client):
-    live_server.flags_handler = slow_flags([], delay=0.3)
+    seen: List[str] = []
+    live_server.flags_handler = slow_flags(seen, delay=0.3)
     client = remote_client()
 
     async def main() -> List[Any]:
         reads = [asyncio.ensure_future(client.get_feature_flag("remote", f"u{i}"))
                  for i in range(3)]
-        await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:  # all three at the server
+            await asyncio.sleep(0.005)
+        assert sorted(seen) == ["u0", "u1", "u2"]
         assert await client.shutdown(5)
         return list(await asyncio.gather(*reads))
 

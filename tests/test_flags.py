@@ -18,6 +18,7 @@ from productos.flags import (
     InconclusiveReason,
     ReasonCode,
     Snapshot,
+    TraceOutcome,
     evaluate,
     evaluate_all,
     evaluate_values,
@@ -250,7 +251,11 @@ class TestRollout:
         )
         result = run(snapshot, "f", person_properties={"plan": "free"})
         assert result.value is True and result.reason.condition_index == 1
-        assert [c.outcome for c in result.reason.trace] == ["out_of_rollout", "match"]
+        outcomes = [c.outcome for c in result.reason.trace]
+        assert outcomes == [TraceOutcome.OUT_OF_ROLLOUT, TraceOutcome.MATCH]
+        assert all(type(o) is TraceOutcome for o in outcomes)  # members, not bare strings
+        assert [f.outcome for f in result.reason.trace[1].filters] == [TraceOutcome.MATCH]
+        assert type(result.reason.trace[1].filters[0].outcome) is TraceOutcome
 
     def test_no_condition_match_names_the_failed_filter(self) -> None:
         snapshot = snap(flag("f", cond(prop("plan", "pro"))))
@@ -431,7 +436,7 @@ class TestGroups:
         assert by_group.reason.trace[0].group_type == "company"
         by_person = run(snapshot, "m", person_properties={"email": "a@b.c"})
         assert by_person.value is True and by_person.reason.condition_index == 1
-        assert by_person.reason.trace[0].outcome == "skipped"
+        assert by_person.reason.trace[0].outcome is TraceOutcome.SKIPPED
 
 
 class TestDeviceBucketing:
@@ -619,7 +624,8 @@ class TestCohorts:
         assert result.value is None
         assert result.reason.inconclusive is InconclusiveReason.REQUIRES_SERVER
         assert result.reason.unresolved is InconclusiveReason.UNSUPPORTED_DEFINITION
-        assert [c.outcome for c in result.reason.trace] == ["requires_server"]
+        assert [c.outcome for c in result.reason.trace] == [TraceOutcome.REQUIRES_SERVER]
+        assert type(result.reason.trace[0].outcome) is TraceOutcome
 
     def test_static_cohort_after_a_doubt_only_makes_the_condition_inconclusive(self) -> None:
         snapshot = snap(flag("f", cond(prop("x", 1), cohort(404)), cond()), cohorts=self.COHORTS)

@@ -1,9 +1,12 @@
 """Local flag evaluation: one decision procedure over a compiled, immutable ``Snapshot``.
 
 :func:`evaluate` reproduces the server's result for one flag, or says precisely why it cannot
-(an *inconclusive* result, which the caller resolves remotely). It does no I/O, no logging,
-takes no locks, writes nothing into the snapshot and never raises: every outcome, an internal
-error included, comes back as a ``FlagResult``.
+(an *inconclusive* result, which the caller resolves remotely). It does no I/O and no logging,
+writes nothing itself and never raises: every outcome, an internal error included, comes back
+as a ``FlagResult``. The one write a read can cause is the snapshot's own: the first read of
+a flag (or of a flag it depends on) compiles it, once, under the compile lock
+(:mod:`productos._flags.lazy`), and that is the only lock an evaluation can take. A reader
+cannot observe it: the compiled form depends only on the document and is never replaced.
 
 :func:`walk` decides a flag in one pass. With a :class:`~productos._flags.tracer.Tracer` it
 also records the explanation; without one (``detail=False``) it returns the value-only results
@@ -37,6 +40,7 @@ from productos._flags.results import (
     InconclusiveReason,
     make_result,
 )
+from productos._flags.results import TraceOutcome as _T
 from productos._flags.snapshot import CompiledFlag, Condition, Snapshot, unknown_reason
 from productos._flags.tracer import Tracer, describe
 
@@ -410,13 +414,13 @@ def walk(
             if group_type is None or group_type not in groups:
                 if tracer is not None:
                     detail = "group type unknown" if group_type is None else "group not passed"
-                    tracer.condition(cond, "skipped", group_type, None, detail)
+                    tracer.condition(cond, _T.SKIPPED, group_type, None, detail)
                 continue
             group_props = ev.group_properties(group_type, flag)
             if group_props is None:
                 missing = Undecided(_MISSING, False, f"no properties passed for {group_type!r}")
                 if tracer is not None:
-                    tracer.condition(cond, "inconclusive", group_type, _MISSING, missing.detail)
+                    tracer.condition(cond, _T.INCONCLUSIVE, group_type, _MISSING, missing.detail)
                 if undecided is None or RANK[_MISSING] < RANK[undecided.reason]:
                     undecided, undecided_spec = missing, None
                 continue
@@ -465,14 +469,14 @@ def walk(
                     if tracer is None:
                         return _unknown(flag, unresolved, True)
                     tracer.condition(
-                        cond, "requires_server", _switched(cond, mixed), server.reason,
+                        cond, _T.REQUIRES_SERVER, _switched(cond, mixed), server.reason,
                         server.detail,
                     )  # fmt: skip
                     text = describe(server, server_spec)
                     return tracer.unknown(unresolved, True, text, server_spec)
                 if tracer is not None:
                     tracer.condition(
-                        cond, "inconclusive", _switched(cond, mixed), doubt.reason, doubt.detail
+                        cond, _T.INCONCLUSIVE, _switched(cond, mixed), doubt.reason, doubt.detail
                     )
                 if undecided is None or RANK[doubt.reason] < RANK[undecided.reason]:
                     undecided, undecided_spec = doubt, doubt_spec
@@ -528,7 +532,7 @@ def walk(
             tracer.matched(cond, _switched(cond, mixed), rolled, None, bucket_of_digest(digest))
             return tracer.decided(matched, bucket=rolled)
         if tracer is not None:  # a filter did not match
-            tracer.condition(cond, "no_match", _switched(cond, mixed))
+            tracer.condition(cond, _T.NO_MATCH, _switched(cond, mixed))
 
     if undecided is not None:
         if tracer is None:

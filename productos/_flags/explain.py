@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 from productos._flags.filters import FilterSpec
-from productos._flags.results import FlagResult, ReasonCode
+from productos._flags.results import FlagResult, ReasonCode, TraceOutcome
 
 __all__ = ["explain"]
 
-_MARKS = {"match": "PASS", "no_match": "FAIL", "inconclusive": " ?? ", "requires_server": "SRVR"}
+_MARKS = {TraceOutcome.MATCH: "PASS", TraceOutcome.NO_MATCH: "FAIL",
+          TraceOutcome.INCONCLUSIVE: " ?? ", TraceOutcome.REQUIRES_SERVER: "SRVR"}
 
 
 def _show(value: Any) -> str:
@@ -62,14 +63,15 @@ def explain(result: FlagResult) -> str:
     if reason.trace:
         lines.append("  conditions:")
     for cond in reason.trace:
-        head = f"    #{cond.condition_index} {cond.outcome}"
+        head = f"    #{cond.condition_index} {cond.outcome.value}"
         if cond.group_type is not None:
             head += f" [group {cond.group_type!r}]"
         if cond.detail:
             head += f": {cond.detail}"
         lines.append(head)
         for item in cond.filters:
-            line = f"      [{_MARKS.get(item.outcome, item.outcome)}] {_filter_text(item.filter)}"
+            mark = _MARKS.get(item.outcome, item.outcome.value)
+            line = f"      [{mark}] {_filter_text(item.filter)}"
             if item.actual is not None:
                 line += f"  (value {_show(item.actual)})"
             if item.detail:
@@ -81,7 +83,7 @@ def explain(result: FlagResult) -> str:
                 f"      rollout: bucket {cond.bucket:.6f} {relation} threshold "
                 f"{cond.threshold:.6f} ({cond.threshold * 100:g}%)"
             )
-        elif cond.outcome == "match":
+        elif cond.outcome is TraceOutcome.MATCH:
             lines.append("      rollout: everyone")
         if cond.variant is not None:
             if cond.variant_range is not None and cond.variant_bucket is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "InconclusiveReason",
     "Reason",
     "ReasonCode",
+    "TraceOutcome",
     "make_reason",
     "make_result",
 ]
@@ -58,6 +59,20 @@ class ReasonCode(str, Enum):
     INCONCLUSIVE = "inconclusive"
     REMOTE = "remote"
     ERROR = "error"
+
+
+class TraceOutcome(str, Enum):
+    """How one condition, or one filter of it, came out in an explanation trace."""
+
+    MATCH = "match"
+    NO_MATCH = "no_match"
+    OUT_OF_ROLLOUT = "out_of_rollout"  # conditions only: matched, bucket past the rollout
+    INCONCLUSIVE = "inconclusive"
+    REQUIRES_SERVER = "requires_server"
+    SKIPPED = "skipped"  # conditions only: a group the call did not name
+
+    def __str__(self) -> str:  # the word, in explanations and f-strings, on every Python
+        return self.value
 
 
 # When several causes apply, the strongest is reported, so every SDK names the same one.
@@ -119,10 +134,10 @@ Context = Union[EvaluationContext, CallContext]
 
 
 class FilterTrace(NamedTuple):
-    """How one filter came out; ``outcome`` is match, no_match, inconclusive or requires_server."""
+    """How one filter came out: match, no_match, inconclusive or requires_server."""
 
     filter: FilterSpec
-    outcome: str
+    outcome: TraceOutcome
     inconclusive: Optional[InconclusiveReason]
     detail: str
     actual: Any  # the property value compared (None when absent or not applicable)
@@ -132,7 +147,7 @@ class ConditionTrace(NamedTuple):
     """How one condition came out, with its filters, rollout bucket and chosen variant range."""
 
     condition_index: int
-    outcome: str  # match, no_match, out_of_rollout, inconclusive, requires_server, skipped
+    outcome: TraceOutcome
     filters: Tuple[FilterTrace, ...]
     group_type: Optional[str]  # the group a mixed-targeting condition switched to
     bucket: Optional[float]

@@ -18,12 +18,15 @@ from productos._flags.results import (
     FlagResult,
     InconclusiveReason,
     ReasonCode,
+    TraceOutcome,
     make_reason,
     make_result,
 )
 from productos._flags.snapshot import CompiledFlag, Condition
 
 __all__ = ["Tracer", "describe"]
+
+_ROLLED = (TraceOutcome.MATCH, TraceOutcome.OUT_OF_ROLLOUT)  # outcomes with a rollout bucket
 
 _new_tuple = tuple.__new__
 
@@ -62,23 +65,24 @@ class Tracer:
     def filter(self, spec: FilterSpec, outcome: Outcome, value: Any) -> None:
         """One filter of the current condition came out as ``outcome`` on property ``value``."""
         actual = None if value is ABSENT else value
-        item: Tuple[FilterSpec, str, Optional[InconclusiveReason], str, Any]
+        item: Tuple[FilterSpec, TraceOutcome, Optional[InconclusiveReason], str, Any]
         if outcome is True:
-            item = (spec, "match", None, "", actual)
+            item = (spec, TraceOutcome.MATCH, None, "", actual)
         elif outcome is False:
-            item = (spec, "no_match", None, "", actual)
+            item = (spec, TraceOutcome.NO_MATCH, None, "", actual)
             if self.first_failed is None:
                 self.first_failed = spec
         else:
             assert isinstance(outcome, Undecided)
-            kind = "requires_server" if outcome.server else "inconclusive"
+            kind = (TraceOutcome.REQUIRES_SERVER if outcome.server
+                    else TraceOutcome.INCONCLUSIVE)
             item = (spec, kind, outcome.reason, outcome.detail, actual)
         self._filters.append(_new_tuple(FilterTrace, item))
 
     def condition(
         self,
         cond: Condition,
-        outcome: str,
+        outcome: TraceOutcome,
         group_type: Optional[str],
         inconclusive: Optional[InconclusiveReason] = None,
         detail: str = "",
@@ -88,7 +92,7 @@ class Tracer:
 
     def out_of_rollout(self, cond: Condition, group_type: Optional[str], bucket: float) -> None:
         """The current condition matched, but ``bucket`` is past its rollout."""
-        self._end(cond, "out_of_rollout", group_type, bucket, None, None, None, None, "")
+        self._end(cond, TraceOutcome.OUT_OF_ROLLOUT, group_type, bucket, None, None, None, None, "")
 
     def matched(
         self,
@@ -101,13 +105,14 @@ class Tracer:
     ) -> None:
         """The current condition matched, with this variant (and where its bucket fell)."""
         self._end(
-            cond, "match", group_type, bucket, variant, variant_bucket, variant_range, None, ""
+            cond, TraceOutcome.MATCH, group_type, bucket, variant, variant_bucket,
+            variant_range, None, "",
         )
 
     def _end(
         self,
         cond: Condition,
-        outcome: str,
+        outcome: TraceOutcome,
         group_type: Optional[str],
         bucket: Optional[float],
         variant: Optional[str],
@@ -116,7 +121,7 @@ class Tracer:
         inconclusive: Optional[InconclusiveReason],
         detail: str,
     ) -> None:
-        threshold = None if outcome not in ("match", "out_of_rollout") else cond.threshold
+        threshold = None if outcome not in _ROLLED else cond.threshold
         trace = (
             cond.index, outcome, tuple(self._filters), group_type, bucket, threshold, variant,
             variant_bucket, variant_range, inconclusive, detail,
