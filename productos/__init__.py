@@ -46,6 +46,7 @@ from productos._runtime.options import defaults as _option_defaults
 from productos.client import Client
 from productos.consumer import Sender
 from productos.context import (
+    ExceptionCapturer,
     identify_context,
     new_context,
     set_context_session,
@@ -75,6 +76,7 @@ from productos.flags import (
     FeatureFlagEvaluations,
     FilterSpec,
     FilterTrace,
+    FlagRecord,
     FlagResult,
     InconclusiveReason,
     Reason,
@@ -112,6 +114,7 @@ __all__ = [
     "EventError",
     "EventTooLargeError",
     "ExceptionArg",
+    "ExceptionCapturer",
     "FeatureFlagEvaluations",
     "FeatureFlagResult",
     "FilterSpec",
@@ -119,6 +122,7 @@ __all__ = [
     "FlagDefinitionsCache",
     "FlagEvaluation",
     "FlagHook",
+    "FlagRecord",
     "FlagResult",
     "FlagsChanged",
     "InconclusiveReason",

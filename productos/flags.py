@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from productos._flags.calls import evaluate, evaluate_all, evaluate_values, payload_of
-from productos._flags.evaluations import FeatureFlagEvaluations
+from productos._flags.evaluations import FeatureFlagEvaluations, FlagRecord
 from productos._flags.explain import explain
 from productos._flags.filters import FilterSpec
 from productos._flags.hashing import flag_hash
@@ -43,6 +43,7 @@ __all__ = [
     "FeatureFlagEvaluations",
     "FilterSpec",
     "FilterTrace",
+    "FlagRecord",
     "FlagResult",
     "InconclusiveReason",
     "Reason",
