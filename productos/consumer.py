@@ -23,20 +23,34 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable, Deque, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Deque, List, Literal, Optional, Protocol, Sequence, Tuple, get_args
 
 from productos import errors
 from productos._capture.events import MAX_BATCH_BYTES
 from productos._delivery.outcome import BatchOutcome, DropReason
 
-__all__ = ["OVERFLOW_POLICIES", "BatchOutcome", "Consumer", "DropReason", "Sender"]
+__all__ = ["OVERFLOW_POLICIES", "BatchOutcome", "Consumer", "DropReason", "OnFull", "Sender"]
 
 log = logging.getLogger("productos")
 
 # Marks the threads that run a consumer's sends, so callbacks on them can be told apart.
 _local = threading.local()
 
-OVERFLOW_POLICIES = ("drop_new", "drop_old", "block")
+# What a full buffer does with the next event; Options.on_full takes the same names.
+OnFull = Literal["drop_new", "drop_old", "block"]
+OVERFLOW_POLICIES: Tuple[OnFull, ...] = get_args(OnFull)
+
+# The defaults of a Consumer, written once: Options (productos/_runtime/options.py) takes
+# its defaults for the same settings from here, so a Client's consumer and one built
+# directly behave alike. (This module must not import options; options imports it.)
+DEFAULT_FLUSH_AT = 100
+DEFAULT_FLUSH_INTERVAL = 0.5
+DEFAULT_MAX_QUEUE_SIZE = 10_000
+DEFAULT_MAX_BATCH_SIZE = 2_000
+DEFAULT_ON_FULL: OnFull = "drop_new"
+DEFAULT_BLOCK_TIMEOUT = 0.5
+DEFAULT_MAX_CONCURRENT_REQUESTS = 4
+
 # A drain expected to take longer than this, one batch at a time, is spread over helper
 # threads (up to max_concurrent_requests); a quicker one is left to the worker alone.
 FAN_OUT_AFTER_SECONDS = 0.1
@@ -73,11 +87,14 @@ class Consumer:
 
     def __init__(self, sender: Sender, *, on_outcome: Callable[[BatchOutcome], None],
                  on_reject: Callable[[DropReason, bytes], None],
-                 flush_at: int = 100, flush_interval: float = 0.5,
-                 max_queue_size: int = 10_000, max_batch_size: int = 1_000,
+                 flush_at: int = DEFAULT_FLUSH_AT,
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  max_batch_bytes: int = MAX_BATCH_BYTES,
-                 max_queue_bytes: Optional[int] = None, on_full: str = "drop_new",
-                 block_timeout: float = 0.5, max_concurrent_requests: int = 4,
+                 max_queue_bytes: Optional[int] = None, on_full: OnFull = DEFAULT_ON_FULL,
+                 block_timeout: float = DEFAULT_BLOCK_TIMEOUT,
+                 max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
                  name: str = "productos-consumer") -> None:
         if on_full not in OVERFLOW_POLICIES:
             raise ValueError(f"on_full must be one of {', '.join(OVERFLOW_POLICIES)}")

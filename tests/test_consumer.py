@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
+import typing
+from dataclasses import fields
 from typing import Any, List, Optional, Sequence
 
 import pytest
 
+import productos
 from productos import errors
-from productos.consumer import BatchOutcome, Consumer
+from productos._runtime import options as options_module
+from productos._runtime.options import Options
+from productos.consumer import OVERFLOW_POLICIES, BatchOutcome, Consumer, OnFull
 from productos.testing import RecordingSender
 
 try:
@@ -441,3 +447,42 @@ def test_a_shutdown_deadline_never_gives_up_what_a_local_store_would_take():
     assert consumer.shutdown(0.1) is False  # out of time, but not out of storage
     assert wait_until(lambda: ledger.delivered() == 5, timeout=10)
     assert ledger.dropped() == {}
+
+
+# --- defaults written once -------------------------------------------------------------------
+
+
+def test_a_consumer_built_directly_has_the_defaults_of_a_clients():
+    # The consumer's defaults are module constants that Options takes as its own.
+    declared = {f.name: f.default for f in fields(Options)}
+    params = inspect.signature(Consumer).parameters
+    shared = [name for name in params if name in declared and name != "sender"]
+    assert shared == ["flush_at", "flush_interval", "max_queue_size", "max_batch_size",
+                      "max_queue_bytes", "on_full", "block_timeout", "max_concurrent_requests"]
+    for name in shared:
+        assert params[name].default == declared[name], name
+    assert params["max_batch_size"].default == Options().max_batch_size == 2_000  # README
+
+
+def test_a_clients_consumer_gets_the_options_batch_size():
+    client = productos.Client("phc_test", sender=RecordingSender())
+    try:
+        assert client._consumer._max_batch == Options().max_batch_size
+    finally:
+        client.shutdown(5)
+    client = productos.Client("phc_test", sender=RecordingSender(), max_batch_size=7)
+    try:
+        assert client._consumer._max_batch == 7
+    finally:
+        client.shutdown(5)
+
+
+def test_overflow_policies_are_the_on_full_literal():
+    assert OVERFLOW_POLICIES == typing.get_args(OnFull) == ("drop_new", "drop_old", "block")
+    assert options_module.OnFull is OnFull  # Options.on_full is annotated with this one
+    for policy in OVERFLOW_POLICIES:
+        assert Options(on_full=policy).on_full == policy
+    with pytest.raises(ValueError, match="'drop_new', 'drop_old' or 'block', not 'x'"):
+        Options(on_full="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="on_full must be one of drop_new, drop_old, block"):
+        Consumer(RecordingSender(), on_outcome=print, on_reject=print, on_full="x")

@@ -6,6 +6,7 @@ checks the rules one by one, quickly, with a recording sender.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
 import json
@@ -99,6 +100,19 @@ def test_every_posthog_argument_is_implemented_or_listed_as_inert():
     theirs = set(list(inspect.signature(posthog.Client.__init__).parameters)[1:])
     assert theirs == implemented | set(compat.INERT_OPTIONS)
     assert not implemented & set(compat.INERT_OPTIONS)
+
+
+def test_inert_arguments_defaults_are_options_defaults_which_are_posthogs():
+    # Written once, in Options: compat lists only the names and reads the defaults from there.
+    declared = {f.name: f for f in dataclasses.fields(Options)}
+    theirs = inspect.signature(posthog.Client.__init__).parameters
+    assert list(compat.INERT_OPTIONS) == [n for n in declared if n in compat.INERT_OPTIONS]
+    assert compat.inert_defaults(Options()) == {
+        name: declared[name].default for name in compat.INERT_OPTIONS}
+    for name in compat.INERT_OPTIONS:
+        assert declared[name].default is not dataclasses.MISSING, name
+        assert declared[name].default == theirs[name].default, name
+    assert compat.inert_given(Options()) == []
 
 
 def test_thread_count_is_a_floor_for_concurrent_uploads():

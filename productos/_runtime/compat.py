@@ -8,42 +8,45 @@ the rest once. The core reads ordinary option values; only this module knows pos
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import types
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from productos.errors import ConfigurationError
 
 log = logging.getLogger("productos")
 
-# posthog's arguments that productos accepts and ignores, with posthog's defaults: a value
-# other than the default is reported once, at construction.
-INERT_OPTIONS: Mapping[str, Any] = types.MappingProxyType({
-    "is_server": True,
-    "flag_fallback_cache_url": None,
-    "capture_exception_code_variables": False,
-    "code_variables_mask_patterns": None,
-    "code_variables_ignore_patterns": None,
-    "code_variables_mask_url_credentials": None,
-    "code_variables_detect_secrets": None,
-    "enable_exception_autocapture_rate_limiting": False,
-    "exception_autocapture_bucket_size": 50,
-    "exception_autocapture_refill_rate": 10,
-    "exception_autocapture_refill_interval_seconds": 10,
-    "capture_mode": None,
-    "capture_compression": None,
-    "metrics": None,
-    "enable_full_ai_capture": False,
-    "capture_trace_context": False,
-    "_use_ai_lane": False,
-    "_enable_multimodal_capture": False,
-    "traces": None,
-    "app_host": None,
-    "email_request_timeout_seconds": 15,
-    "email_request_max_retries": 2,
-    "migrated_from": None,
-})
+# posthog's arguments that productos accepts and ignores, in Options' order: a value other
+# than the default is reported once, at construction. Their defaults are read from Options'
+# fields (they are posthog's too; tests/test_posthog_compat.py checks that against posthog),
+# so none is written here. This module cannot import options.py at import time (options
+# imports it), which is why the defaults are read from the instance in inert_given().
+INERT_OPTIONS: Tuple[str, ...] = (
+    "is_server",
+    "flag_fallback_cache_url",
+    "capture_exception_code_variables",
+    "code_variables_mask_patterns",
+    "code_variables_ignore_patterns",
+    "code_variables_mask_url_credentials",
+    "code_variables_detect_secrets",
+    "enable_exception_autocapture_rate_limiting",
+    "exception_autocapture_bucket_size",
+    "exception_autocapture_refill_rate",
+    "exception_autocapture_refill_interval_seconds",
+    "capture_mode",
+    "capture_compression",
+    "metrics",
+    "enable_full_ai_capture",
+    "capture_trace_context",
+    "_use_ai_lane",
+    "_enable_multimodal_capture",
+    "traces",
+    "app_host",
+    "email_request_timeout_seconds",
+    "email_request_max_retries",
+    "migrated_from",
+)
 
 # What posthog's AI wrappers withhold under privacy_mode (prompts, outputs, state).
 AI_CONTENT_PROPERTIES = (
@@ -54,10 +57,16 @@ AI_CONTENT_PROPERTIES = (
 Hook = Callable[[Dict[str, Any]], Optional[Mapping[str, Any]]]
 
 
+def inert_defaults(options: Any) -> Dict[str, Any]:
+    """Return each posthog-only argument's default, as the fields of ``options`` declare it."""
+    declared = {f.name: f.default for f in dataclasses.fields(options)}
+    return {name: declared[name] for name in INERT_OPTIONS}
+
+
 def inert_given(options: Any) -> List[str]:
     """Return the names of posthog-only arguments given a value other than posthog's default."""
     given = []
-    for name, default in INERT_OPTIONS.items():
+    for name, default in inert_defaults(options).items():
         value = getattr(options, name)
         if value is not default and value != default:
             given.append(name)

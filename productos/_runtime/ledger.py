@@ -46,7 +46,7 @@ class Ledger:
     """Counts, logs and reports every event a client does not deliver."""
 
     def __init__(self, on_error: Optional[Callable[..., Any]],
-                 on_drop: Optional[Callable[[Any, str], Any]], debug: bool) -> None:
+                 on_drop: Optional[Callable[[Any, DropReason], Any]], debug: bool) -> None:
         self._on_error = on_error
         self._on_drop = on_drop
         self._debug = debug
@@ -89,7 +89,7 @@ class Ledger:
         self.call_on_error(exc, whole)
         self.call_on_drop(whole or [{}], reason)
 
-    def call_on_drop(self, items: Sequence[Any], reason: str) -> None:
+    def call_on_drop(self, items: Sequence[Any], reason: DropReason) -> None:
         """Hand each dropped event (decoded) and the reason to on_drop; never raise."""
         callback = self._on_drop
         if callback is None:

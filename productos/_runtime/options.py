@@ -3,6 +3,8 @@
 ``Options`` is the single declaration. ``Client(...)`` takes exactly its fields (the
 signature is copied from it, for type checkers and for ``inspect``), and the module-level
 settings of ``productos`` are made from its fields. Adding an option is adding a field here.
+The consumer's settings take their defaults from ``productos.consumer`` (which cannot import
+this module), so a consumer built directly has the same defaults as a Client's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import (
     Callable,
     Dict,
     List,
-    Literal,
     Mapping,
     Optional,
     Sequence,
@@ -31,7 +32,19 @@ from productos._flags.cache_setup import check_cache_setting
 from productos._runtime import compat as _compat
 from productos._runtime.hosts import normalize_host
 from productos._runtime.records import record
-from productos.consumer import OVERFLOW_POLICIES, Sender
+from productos.consumer import (
+    DEFAULT_BLOCK_TIMEOUT,
+    DEFAULT_FLUSH_AT,
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_ON_FULL,
+    OVERFLOW_POLICIES,
+    DropReason,
+    OnFull,
+    Sender,
+)
 from productos.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -42,7 +55,6 @@ if TYPE_CHECKING:
     P = ParamSpec("P")
 
 S = TypeVar("S")
-OnFull = Literal["drop_new", "drop_old", "block"]
 PathArg = Union[str, "os.PathLike[str]"]
 
 ENV_API_KEY = "PRODUCTOS_API_KEY"
@@ -62,11 +74,11 @@ class Options:
     project_api_key: Optional[str] = field(default=None, repr=False)
     host: Optional[str] = None
     debug: bool = False
-    max_queue_size: int = 10_000
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     send: bool = True
     on_error: Optional[Callable[[Exception, List[Any]], Any]] = None
-    flush_at: int = 100
-    flush_interval: float = 0.5
+    flush_at: int = DEFAULT_FLUSH_AT
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL
     gzip: bool = True
     max_retries: int = 5
     sync_mode: bool = False
@@ -114,12 +126,12 @@ class Options:
     migrated_from: Optional[str] = None
     # productos' own settings
     api_key: Optional[str] = field(default=None, repr=False)  # another name for project_api_key
-    max_batch_size: int = 2_000
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_queue_bytes: Optional[int] = None
-    on_full: OnFull = "drop_new"
-    block_timeout: float = 0.5
-    max_concurrent_requests: int = 4
-    on_drop: Optional[Callable[[Any, str], Any]] = None
+    on_full: OnFull = DEFAULT_ON_FULL
+    block_timeout: float = DEFAULT_BLOCK_TIMEOUT
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    on_drop: Optional[Callable[[Any, DropReason], Any]] = None
     spool_path: Optional[PathArg] = None
     spool_max_bytes: int = 100 * 1024 * 1024
     retry_base_delay: float = 1.0
@@ -222,8 +234,9 @@ def _validate(options: Options) -> None:
     if options.max_queue_bytes is not None:
         _positive_int("max_queue_bytes", options.max_queue_bytes)
     if options.on_full not in OVERFLOW_POLICIES:
+        *others, last = (repr(policy) for policy in OVERFLOW_POLICIES)
         raise ConfigurationError(
-            f"on_full must be 'drop_new', 'drop_old' or 'block', not {options.on_full!r}")
+            f"on_full must be {', '.join(others)} or {last}, not {options.on_full!r}")
     _non_negative_number("block_timeout", options.block_timeout)
     _positive_number("flush_interval", options.flush_interval)
     _non_negative_number("retry_base_delay", options.retry_base_delay)
